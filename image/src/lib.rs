@@ -1,0 +1,1 @@
+//! osam-image library

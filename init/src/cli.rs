@@ -1,0 +1,4 @@
+//! fixupctl (placeholder until written).
+pub fn main() -> i32 {
+    0
+}

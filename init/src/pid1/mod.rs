@@ -1,0 +1,2 @@
+//! PID 1 (placeholder until written).
+pub fn main() {}
