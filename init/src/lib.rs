@@ -16,6 +16,7 @@ pub mod kmod;
 pub mod logging;
 pub mod pid1;
 pub mod protocol;
+pub mod reaper;
 pub mod runner;
 pub mod storage;
 pub mod timefmt;

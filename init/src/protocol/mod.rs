@@ -1,1 +1,5 @@
-//! TODO
+//! The protocol with the migration manager (docs/protocol.md): the inputs,
+//! the report files and the run of stage 1 over a fixup directory.
+
+pub mod report;
+pub mod result;
