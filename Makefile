@@ -1,0 +1,68 @@
+# The OSAM Linux fixup stack. `make image` and `make test` are the two
+# commands of the README; each installs what it needs first.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+ARCHES := x86_64 i686
+OUT ?= out
+STACK_TARGET_DIR := target/stack
+
+.PHONY: all deps inputs build stack image test unit lint fmt qemu-test bench update-pins clean
+
+all: image
+
+## deps: Debian packages and Rust targets (idempotent).
+deps:
+	@scripts/install-deps.sh
+
+## inputs: the pinned packages from Debian's archive, into the cache.
+inputs: deps
+	@scripts/fetch-inputs.sh --arch all >/dev/null
+
+## build: the host tools (fixupctl, osam-image).
+build: deps
+	$(CARGO) build --release --bin fixupctl --bin osam-image
+
+## stack: osam-init and fixupctl, static, for both architectures.
+stack: deps
+	@for a in $(ARCHES); do \
+	  $(CARGO) build --release --target $$a-unknown-linux-musl -p osam-init \
+	    --target-dir $(STACK_TARGET_DIR) || exit 1; \
+	done
+
+## image: both stacks into $(OUT)/.
+image: deps inputs stack build
+	@mkdir -p $(OUT)
+	@for a in $(ARCHES); do \
+	  target/release/osam-image build --arch $$a --out $(OUT) || exit 1; \
+	done
+	@cd $(OUT) && sha256sum $$(find . -type f ! -name SHA256SUMS | sort) > SHA256SUMS
+	@echo "image: $(OUT)/ ready"; ls -l $(OUT)
+
+## lint: formatting and clippy, warnings are errors.
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## unit: the unit and fixture tests (no QEMU).
+unit: deps
+	$(CARGO) test --workspace --lib --bins
+
+## test: everything CI runs: lint, unit, static-binary check, QEMU tests.
+test: deps inputs lint
+	$(CARGO) test --workspace --no-fail-fast
+
+## qemu-test: the long QEMU tier (all scenarios).
+qemu-test: deps inputs
+	OSAM_QEMU_FULL=1 $(CARGO) test -p osam-qemu-tests --no-fail-fast -- --test-threads=2
+
+## update-pins: move image/pins.txt to what the archive has now.
+update-pins: deps
+	scripts/update-pins.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf $(OUT)
