@@ -1,4 +1,207 @@
-//! fixupctl (placeholder until written).
+//! `fixupctl`: the fixup engine on the command line, for field engineers
+//! and tests. `main` parses the command line and dispatches; the work is in
+//! the library.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::protocol::config;
+use crate::protocol::result::RunStatus;
+use crate::protocol::session::{self, MountedTree, RunOptions};
+use crate::runner::{CommandRunner, RealRunner, RecordingRunner};
+
+/// Exit status: the run succeeded / the input is valid.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: the fixup failed / the input is invalid.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit status: the command line is wrong.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Inspect, plan, run and undo the OSAM Linux fixup on a guest.
+#[derive(Debug, Parser)]
+#[command(name = "fixupctl", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run stage 1 on an already-mounted guest tree (no disk assembly).
+    ///
+    /// The three JSON files are read from the fixup directory (no BEGIN
+    /// needed); progress.txt, fixup.log, result.json and END are written
+    /// there. Target file-system UUIDs come from `targetUuid` in
+    /// replica-disk-map.json. Exit status: 0 success, 1 failed fixup,
+    /// 2 usage error.
+    Run {
+        /// The guest's root, mounted (with its /boot and other mounts).
+        #[arg(long, value_name = "DIR")]
+        sysroot: PathBuf,
+        /// Where the JSON files are and the results go.
+        #[arg(long, value_name = "DIR")]
+        fixup_dir: PathBuf,
+        /// Execute nothing in the guest: commands are only listed in
+        /// result.json with "ran": false.
+        #[arg(long)]
+        no_commands: bool,
+    },
+    /// Validate the three JSON files of a fixup directory.
+    ///
+    /// Errors (file, JSON path, what was expected) and warnings go to
+    /// standard error. Exit status: 0 valid, 1 invalid, 2 usage error.
+    Validate {
+        /// The directory holding system-configuration.json,
+        /// replica-disk-map.json and network-interface-map.json.
+        #[arg(long, value_name = "DIR")]
+        fixup_dir: PathBuf,
+    },
+}
+
+/// Parses the command line and runs; returns the exit status.
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    EXIT_OK
+                }
+                _ => EXIT_USAGE,
+            };
+        }
+    };
+    dispatch(cli.cmd)
+}
+
+/// Runs one command; returns the exit status.
+pub fn dispatch(cmd: Cmd) -> i32 {
+    match cmd {
+        Cmd::Run {
+            sysroot,
+            fixup_dir,
+            no_commands,
+        } => run(&sysroot, &fixup_dir, no_commands),
+        Cmd::Validate { fixup_dir } => validate(&fixup_dir),
+    }
+}
+
+fn usage_dir(what: &str, dir: &Path) -> Option<i32> {
+    if dir.is_dir() {
+        None
+    } else {
+        eprintln!("fixupctl: {what} {}: not a directory", dir.display());
+        Some(EXIT_USAGE)
+    }
+}
+
+fn run(sysroot: &Path, fixup_dir: &Path, no_commands: bool) -> i32 {
+    if let Some(code) = usage_dir("--fixup-dir", fixup_dir) {
+        return code;
+    }
+    if let Some(code) = usage_dir("--sysroot", sysroot) {
+        return code;
+    }
+    // A fresh run: old results would be mistaken for this run's.
+    for f in ["progress.txt", "fixup.log", "result.json", "END"] {
+        let _ = std::fs::remove_file(fixup_dir.join(f));
+    }
+    let mut provider = MountedTree {
+        sysroot: sysroot.to_path_buf(),
+    };
+    let mut real = RealRunner::default();
+    let mut recording = RecordingRunner::new();
+    let runner: &mut dyn CommandRunner = if no_commands {
+        &mut recording
+    } else {
+        &mut real
+    };
+    let opts = RunOptions { offline: true };
+    match session::run(fixup_dir, &mut provider, runner, &opts) {
+        Ok(doc) => {
+            let status = match doc.status {
+                RunStatus::Success => "success",
+                RunStatus::Failed => "failed",
+            };
+            println!(
+                "{status}: {} step(s), {} error(s), {} warning(s); see {}",
+                doc.steps.len(),
+                doc.errors.len(),
+                doc.warnings.len(),
+                fixup_dir.join("result.json").display()
+            );
+            for e in &doc.errors {
+                eprintln!("fixupctl: error: {}: {}", e.code, e.message);
+            }
+            if doc.status == RunStatus::Success {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "fixupctl: cannot write the results into {}: {e}",
+                fixup_dir.display()
+            );
+            EXIT_FAILED
+        }
+    }
+}
+
+fn validate(fixup_dir: &Path) -> i32 {
+    if let Some(code) = usage_dir("--fixup-dir", fixup_dir) {
+        return code;
+    }
+    match config::load_inputs(fixup_dir) {
+        Ok((_, warnings)) => {
+            for w in &warnings {
+                eprintln!("warning: {}: {}", w.code, w.message);
+            }
+            println!("valid: {}", fixup_dir.display());
+            EXIT_OK
+        }
+        Err((errors, warnings)) => {
+            for w in &warnings {
+                eprintln!("warning: {}: {}", w.code, w.message);
+            }
+            for e in &errors {
+                eprintln!("error: {}: {}", e.code, e.message);
+            }
+            EXIT_FAILED
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_documented_forms() {
+        let c = Cli::try_parse_from([
+            "fixupctl",
+            "run",
+            "--sysroot",
+            "/sysroot",
+            "--fixup-dir",
+            "/tmp/fixup",
+            "--no-commands",
+        ])
+        .unwrap();
+        match c.cmd {
+            Cmd::Run { no_commands, .. } => assert!(no_commands),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["fixupctl", "validate", "--fixup-dir", "x"]).is_ok());
+        assert!(Cli::try_parse_from(["fixupctl", "run", "--sysroot", "x"]).is_err());
+    }
 }

@@ -133,9 +133,7 @@ pub fn parse(cmdline: &str) -> Options {
                 v if v.starts_with("9p:") && valid_tag(&v[3..]) => {
                     o.transport = Transport::NineP(v[3..].to_string())
                 }
-                _ => o
-                    .warnings
-                    .push(bad("auto, vmtools, disk or 9p:<tag>")),
+                _ => o.warnings.push(bad("auto, vmtools, disk or 9p:<tag>")),
             },
             "mode" => match value {
                 "auto" => o.mode = Mode::Auto,
@@ -170,9 +168,7 @@ pub fn parse(cmdline: &str) -> Options {
                     o.warnings.push(bad("a GPT disk GUID"));
                 }
             }
-            _ => o
-                .warnings
-                .push(format!("ignoring unknown option `{word}`")),
+            _ => o.warnings.push(format!("ignoring unknown option `{word}`")),
         }
     }
     o
@@ -198,20 +194,26 @@ mod tests {
         assert_eq!(o, Options::default());
     }
 
+    type Check = fn(&Options) -> bool;
+
     #[test]
     fn table() {
-        let cases: &[(&str, fn(&Options) -> bool)] = &[
+        let cases: &[(&str, Check)] = &[
             ("osam.transport=9p:fixup", |o| {
                 o.transport == Transport::NineP("fixup".into())
             }),
-            ("osam.transport=vmtools", |o| o.transport == Transport::Vmtools),
+            ("osam.transport=vmtools", |o| {
+                o.transport == Transport::Vmtools
+            }),
             ("osam.transport=disk", |o| o.transport == Transport::Disk),
             ("osam.transport=9p:", |o| {
                 o.transport == Transport::Auto && o.warnings.len() == 1
             }),
             ("osam.transport=9p:a/b", |o| o.transport == Transport::Auto),
             ("osam.mode=rescue", |o| o.mode == Mode::Rescue),
-            ("osam.mode=bogus", |o| o.mode == Mode::Auto && !o.warnings.is_empty()),
+            ("osam.mode=bogus", |o| {
+                o.mode == Mode::Auto && !o.warnings.is_empty()
+            }),
             ("osam.after=poweroff", |o| o.after == After::Poweroff),
             ("osam.after=shell", |o| o.after == After::Shell),
             ("osam.verbose=1", |o| o.verbose),
@@ -223,11 +225,12 @@ mod tests {
             ("osam.begin_timeout=-1", |o| {
                 o.begin_timeout.is_none() && o.warnings.len() == 1
             }),
-            (
-                "osam.disk=0FC63DAF-8483-4772-8E79-3D69D8477DE4",
-                |o| o.disk.as_deref() == Some("0fc63daf-8483-4772-8e79-3d69d8477de4"),
-            ),
-            ("osam.disk=nope", |o| o.disk.is_none() && o.warnings.len() == 1),
+            ("osam.disk=0FC63DAF-8483-4772-8E79-3D69D8477DE4", |o| {
+                o.disk.as_deref() == Some("0fc63daf-8483-4772-8e79-3d69d8477de4")
+            }),
+            ("osam.disk=nope", |o| {
+                o.disk.is_none() && o.warnings.len() == 1
+            }),
             ("osam.frobnicate=1", |o| o.warnings.len() == 1),
             ("\"osam.transport=9p:fixup\" x", |o| {
                 o.transport == Transport::NineP("fixup".into())

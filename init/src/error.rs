@@ -15,6 +15,9 @@ pub mod codes {
     pub const CONFIG_UNSUPPORTED_VERSION: &str = "config.unsupported_version";
     /// A field the stack does not know (a warning).
     pub const CONFIG_UNKNOWN_FIELD: &str = "config.unknown_field";
+    /// A valid field that has no effect given the other inputs, e.g. a
+    /// `targetName` while `renameInterfaces` is false (a warning).
+    pub const CONFIG_IGNORED_FIELD: &str = "config.ignored_field";
     /// A hint in the input disagrees with what is on disk (a warning).
     pub const CONFIG_MISMATCH: &str = "config.mismatch";
     /// A replica disk named in replica-disk-map.json never appeared.
@@ -35,6 +38,12 @@ pub mod codes {
     pub const GUEST_NO_KERNEL: &str = "guest.no_kernel";
     /// A guest file could not be read or written.
     pub const GUEST_IO: &str = "guest.io";
+    /// The guest's architecture could not be read from its binaries (a
+    /// warning).
+    pub const GUEST_ARCH_UNKNOWN: &str = "guest.arch_unknown";
+    /// No boot loader configuration was found in the guest (a warning at
+    /// detection; the boot loader step decides).
+    pub const GUEST_NO_BOOTLOADER: &str = "guest.no_bootloader";
     /// A command in the guest failed.
     pub const COMMAND_FAILED: &str = "command.failed";
     /// A command or a wait ran out of time.

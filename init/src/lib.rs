@@ -12,6 +12,7 @@ pub mod detect;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod guestfs;
 pub mod kmod;
 pub mod logging;
 pub mod pid1;

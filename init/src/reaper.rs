@@ -177,6 +177,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::zombie_processes)] // reaped through the registry
     fn waits_for_a_registered_child() {
         let child = std::process::Command::new("sh")
             .args(["-c", "exit 7"])

@@ -451,10 +451,8 @@ mod tests {
     #[test]
     fn missing_program_is_reported_not_panicked() {
         let mut sink = VecSink::default();
-        let rec = RealRunner::default().run(
-            &Command::new(&["/nonexistent/program-osam"]),
-            &mut sink,
-        );
+        let rec =
+            RealRunner::default().run(&Command::new(&["/nonexistent/program-osam"]), &mut sink);
         assert!(!rec.ran);
         assert!(rec.error.is_some());
         assert!(rec.describe_failure().contains("could not run"));

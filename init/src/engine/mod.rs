@@ -3,6 +3,8 @@
 //! progress.txt, records its files, commands, warnings and error in
 //! result.json, and turns a panic inside it into a failed step.
 
+pub mod stage1;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
@@ -80,7 +82,8 @@ impl StepCtx<'_> {
         if cmd.timeout > self.command_timeout {
             cmd.timeout = self.command_timeout;
         }
-        self.reporter.progress(&format!("running: {}", cmd.display()));
+        self.reporter
+            .progress(&format!("running: {}", cmd.display()));
         let rec = self.runner.run(&cmd, self.reporter);
         let outcome = if !rec.ran && rec.error.is_none() {
             "not run".to_string()

@@ -1,2 +1,401 @@
-//! PID 1 (placeholder until written).
-pub fn main() {}
+//! PID 1 of the fixup stack. The boot flow of docs/architecture.md:
+//! mounts, consoles, options, modules, transport, /tmp/fixup and READY,
+//! BEGIN, stage 1, results, then wait for the manager's power-off.
+//!
+//! `main` never returns and never panics into a kernel panic: any error
+//! or panic becomes a failed result.json + END where the fixup directory
+//! exists, is logged on the consoles and `/dev/kmsg`, and PID 1 goes on
+//! reaping, answering signals and keeping the console usable.
+
+pub mod guest;
+pub mod mounts;
+pub mod signals;
+pub mod supervise;
+pub mod transport;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::cmdline::{self, After, Mode, Options, Transport};
+use crate::error::{FixupError, codes};
+use crate::fsutil;
+use crate::kmod::Loader;
+use crate::logging::{self, ConsoleSink, KmsgSink};
+use crate::protocol::report::{BEGIN, READY, Reporter};
+use crate::protocol::result::{Ready, StackInfo};
+use crate::protocol::session::{self, RunOptions};
+use crate::reaper;
+use crate::runner::RealRunner;
+use signals::Request;
+use supervise::Supervised;
+
+/// The fixup directory once it exists, for the panic path.
+static FIXUP_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// PID 1's entry point. Never returns.
+pub fn main() -> ! {
+    std::panic::set_hook(Box::new(|info| {
+        logging::error(format!("internal error (panic): {info}"));
+    }));
+    let mut after = After::Wait;
+    let outcome = catch_unwind(AssertUnwindSafe(|| boot(&mut after)));
+    let msg = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some(FixupError::new(
+            codes::INTERNAL,
+            "the fixup stack stopped on an internal error; the console and fixup.log show where",
+        )),
+    };
+    if let Some(e) = msg {
+        logging::error(format!("{}: {}", e.code, e.message));
+        write_failure(e);
+    }
+    finish(after)
+}
+
+/// Writes a failed result.json + END into the fixup directory, if there is
+/// one and no END is there yet.
+fn write_failure(e: FixupError) {
+    let dir = FIXUP_DIR.lock().ok().and_then(|g| g.clone());
+    let Some(dir) = dir else {
+        logging::error("no fixup directory: the failure is only on the console");
+        return;
+    };
+    if dir.join(crate::protocol::report::END).exists() {
+        return;
+    }
+    let mut r = Reporter::create(&dir);
+    r.error(e);
+    if let Err(err) = r.finish() {
+        logging::error(format!(
+            "cannot write result.json in {}: {err}",
+            dir.display()
+        ));
+    }
+}
+
+fn boot(after: &mut After) -> Result<(), FixupError> {
+    let mount_errors = mounts::mount_table();
+    for tty in ["/dev/ttyS0", "/dev/tty0"] {
+        if let Ok(c) = ConsoleSink::open(tty) {
+            logging::add_sink(Box::new(c));
+        }
+    }
+    if let Ok(k) = KmsgSink::open() {
+        logging::add_sink(Box::new(k));
+    }
+    for e in mount_errors {
+        logging::error(e.to_string());
+    }
+    reaper::become_subreaper_of_all();
+    signals::install();
+    let line = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let opts = cmdline::parse(&line);
+    *after = opts.after;
+    logging::set_verbose(opts.verbose);
+    let stack = StackInfo::current();
+    logging::info(format!(
+        "OSAM fixup stack {} ({}), kernel {}",
+        stack.version, stack.arch, stack.kernel
+    ));
+    for w in &opts.warnings {
+        logging::warn(format!("kernel command line: {w}"));
+    }
+    let _ = std::fs::create_dir_all(guest::SYSROOT);
+
+    let mut loader = load_modules();
+    if opts.mode == Mode::Rescue {
+        logging::info("rescue mode: the guest is not touched; a shell is offered on the console");
+        *after = After::Shell;
+        return Ok(());
+    }
+    protocol(&opts, &mut loader)
+}
+
+/// Coldplugs the drivers for the hardware present.
+fn load_modules() -> Loader {
+    let release = crate::protocol::result::kernel_release();
+    let moddir = Path::new("/lib/modules").join(&release);
+    let mut loader = Loader::new(&moddir);
+    let start = Instant::now();
+    let report = loader.coldplug(Path::new("/sys"));
+    logging::info(format!(
+        "modules: {} loaded for the hardware in {} ms",
+        report.loaded.len(),
+        start.elapsed().as_millis()
+    ));
+    if !report.loaded.is_empty() {
+        logging::debug(format!("loaded: {}", report.loaded.join(" ")));
+    }
+    for (m, e) in &report.failed {
+        logging::warn(format!("module {m}: {e}"));
+    }
+    loader
+}
+
+/// Creates the fixup directory afresh and writes READY.
+pub fn prepare_fixup_dir(dir: &Path, transport: &Transport) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.symlink_metadata().is_ok() {
+        logging::info(format!("removing the stale {}", dir.display()));
+        fsutil::remove_any(dir)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+    // The umask may have narrowed it; 0700 exactly.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let stack = StackInfo::current();
+    let ready = Ready {
+        version: stack.version,
+        arch: stack.arch,
+        kernel: stack.kernel,
+        transport: transport.as_string(),
+        protocol_version: 1,
+    };
+    let mut json = serde_json::to_vec_pretty(&ready).map_err(std::io::Error::other)?;
+    json.push(b'\n');
+    fsutil::write_atomic(&dir.join(READY), &json, 0o644)?;
+    if let Some(parent) = dir.parent() {
+        let _ = fsutil::sync_dir(parent);
+    }
+    Ok(())
+}
+
+fn protocol(opts: &Options, loader: &mut Loader) -> Result<(), FixupError> {
+    let channel = transport::setup(&opts.transport, loader)?;
+    let mut tools = match channel.transport {
+        Transport::Vmtools => {
+            let s = Supervised::vmtoolsd(transport::is_vmware(Path::new("/sys")));
+            if s.is_none() {
+                logging::warn("vmtoolsd is not in this stack: the manager cannot reach /tmp/fixup");
+            }
+            s
+        }
+        _ => None,
+    };
+    let dir = channel.fixup_dir.clone();
+    prepare_fixup_dir(&dir, &channel.transport).map_err(|e| {
+        FixupError::new(
+            codes::TRANSPORT_FAILED,
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })?;
+    if let Ok(mut g) = FIXUP_DIR.lock() {
+        *g = Some(dir.clone());
+    }
+    logging::info(format!(
+        "ready: {} created ({}); waiting for BEGIN",
+        dir.display(),
+        channel.transport.as_string()
+    ));
+
+    // Wait for BEGIN, polling (9p delivers no events for host writes).
+    let start = Instant::now();
+    let mut next_note = Duration::from_secs(60);
+    loop {
+        if dir.join(BEGIN).exists() {
+            break;
+        }
+        if let Some(t) = opts.begin_timeout {
+            if start.elapsed() >= t {
+                return Err(FixupError::new(
+                    codes::BEGIN_TIMEOUT,
+                    format!(
+                        "BEGIN did not appear in {} within {} s (osam.begin_timeout)",
+                        dir.display(),
+                        t.as_secs()
+                    ),
+                ));
+            }
+        }
+        if let Some(req) = signals::pending() {
+            logging::info(format!("{req:?} requested while waiting for BEGIN"));
+            stop(req);
+        }
+        if start.elapsed() >= next_note {
+            logging::info(format!(
+                "still waiting for BEGIN in {} ({} s)",
+                dir.display(),
+                start.elapsed().as_secs()
+            ));
+            next_note += Duration::from_secs(60);
+        }
+        if let Some(t) = tools.as_mut() {
+            t.poll();
+        }
+        reaper::reap();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    logging::info("BEGIN: starting stage 1");
+    let mut provider = guest::StackGuest::new(opts.disk_timeout);
+    let mut runner = RealRunner {
+        cancel: Some(&signals::STOP),
+    };
+    match session::run(&dir, &mut provider, &mut runner, &RunOptions::default()) {
+        Ok(doc) => {
+            logging::info(format!(
+                "stage 1 {}: result.json and END written",
+                if doc.errors.is_empty() {
+                    "succeeded"
+                } else {
+                    "FAILED"
+                }
+            ));
+            for e in &doc.errors {
+                logging::error(format!("{}: {}", e.code, e.message));
+            }
+        }
+        Err(e) => {
+            return Err(FixupError::new(
+                codes::TRANSPORT_FAILED,
+                format!("cannot write the results into {}: {e}", dir.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Syncs and powers off or reboots. Never returns.
+fn stop(req: Request) -> ! {
+    logging::info(format!("{req:?}: syncing"));
+    nix::unistd::sync();
+    let r = match req {
+        Request::Poweroff => nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF),
+        Request::Reboot => nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT),
+    };
+    // reboot(2) returns only when it failed.
+    let Err(e) = r;
+    logging::error(format!("{req:?} failed: {e}"));
+    idle()
+}
+
+/// What happens after the run (`osam.after=`). Never returns.
+fn finish(after: After) -> ! {
+    match after {
+        After::Poweroff => stop(Request::Poweroff),
+        After::Shell => {
+            shell_loop();
+        }
+        After::Wait => {
+            logging::info("done: waiting for power-off");
+        }
+    }
+    idle()
+}
+
+/// Reaps and answers signals for ever.
+fn idle() -> ! {
+    loop {
+        reaper::reap();
+        if let Some(req) = signals::pending() {
+            signals::STOP.store(false, std::sync::atomic::Ordering::SeqCst);
+            stop(req);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Shells on the serial console and the first virtual terminal, restarted
+/// when they exit. Without a shell in the image, returns.
+fn shell_loop() {
+    let Some(sh) = ["/bin/sh", "/bin/busybox"]
+        .iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        logging::warn("no shell in this stack; waiting for power-off");
+        return;
+    };
+    let ttys = ["/dev/ttyS0", "/dev/tty1"];
+    let mut pids: Vec<Option<i32>> = vec![None; ttys.len()];
+    loop {
+        for (i, tty) in ttys.iter().enumerate() {
+            if let Some(pid) = pids[i] {
+                if reaper::try_exit(pid).is_some() {
+                    pids[i] = None;
+                }
+            }
+            if pids[i].is_none() {
+                pids[i] = spawn_shell(sh, tty);
+            }
+        }
+        reaper::reap();
+        if let Some(req) = signals::pending() {
+            stop(req);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn spawn_shell(sh: &str, tty: &str) -> Option<i32> {
+    use std::os::unix::process::CommandExt;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(tty)
+            .ok()
+    };
+    let (i, o, e) = (open()?, open()?, open()?);
+    let mut c = std::process::Command::new(sh);
+    if sh.ends_with("busybox") {
+        c.arg("sh");
+    }
+    c.stdin(i)
+        .stdout(o)
+        .stderr(e)
+        .env_clear()
+        .env("PATH", crate::runner::DEFAULT_PATH)
+        .env("HOME", "/root")
+        .env("TERM", "linux")
+        .env("PS1", "osam# ");
+    // SAFETY: runs in the child before exec; setsid and ioctl are
+    // async-signal-safe and touch no memory of the parent.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    match c.spawn() {
+        Ok(child) => {
+            let pid = child.id() as i32;
+            reaper::register(pid);
+            Some(pid)
+        }
+        Err(e) => {
+            logging::warn(format!("cannot start a shell on {tty}: {e}"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepares_a_fresh_fixup_dir_with_ready() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("fixup");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("END"), b"").unwrap();
+        std::fs::write(dir.join("result.json"), b"{}").unwrap();
+        prepare_fixup_dir(&dir, &Transport::NineP("fixup".into())).unwrap();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["READY".to_string()]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+        let ready: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("READY")).unwrap()).unwrap();
+        assert_eq!(ready["transport"], "9p:fixup");
+        assert_eq!(ready["arch"], crate::STACK_ARCH);
+    }
+}

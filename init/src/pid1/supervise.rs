@@ -1,0 +1,151 @@
+//! Supervision of the long-running helper PID 1 starts: `vmtoolsd`, which
+//! carries the `vmtools` transport. It is restarted with a growing delay
+//! when it dies; one that exits at once on its first start outside VMware
+//! (it does: exit 1 after a few ms) is accepted and left down.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::logging;
+use crate::reaper;
+
+/// The restart policy (pure, table-tested).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub max_restarts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_restarts: 20,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Policy {
+    /// The delay before restart number `n` (1-based): doubling, capped.
+    pub fn delay(&self, n: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(n.saturating_sub(1).min(16))
+            .unwrap_or(u32::MAX);
+        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    }
+}
+
+pub struct Supervised {
+    pub name: String,
+    argv: Vec<String>,
+    pid: Option<i32>,
+    started: Instant,
+    restarts: u32,
+    next_start: Option<Instant>,
+    policy: Policy,
+    /// Given up (outside VMware, or too many restarts).
+    pub stopped: bool,
+    on_vmware: bool,
+}
+
+impl Supervised {
+    /// Finds `vmtoolsd` in the stack; `None` when the image has none.
+    pub fn vmtoolsd(on_vmware: bool) -> Option<Supervised> {
+        let path = ["/usr/bin/vmtoolsd", "/usr/sbin/vmtoolsd", "/bin/vmtoolsd"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())?;
+        Some(Supervised {
+            name: "vmtoolsd".into(),
+            argv: vec![path.display().to_string()],
+            pid: None,
+            started: Instant::now(),
+            restarts: 0,
+            next_start: Some(Instant::now()),
+            policy: Policy::default(),
+            stopped: false,
+            on_vmware,
+        })
+    }
+
+    fn start(&mut self) {
+        let Some(prog) = self.argv.first() else {
+            self.stopped = true;
+            return;
+        };
+        match std::process::Command::new(prog)
+            .args(&self.argv[1..])
+            .stdin(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => {
+                let pid = child.id() as i32;
+                reaper::register(pid);
+                self.pid = Some(pid);
+                self.started = Instant::now();
+                logging::info(format!("started {} (pid {pid})", self.name));
+            }
+            Err(e) => {
+                logging::warn(format!("cannot start {}: {e}", self.name));
+                self.stopped = true;
+            }
+        }
+        self.next_start = None;
+    }
+
+    /// Called from PID 1's loops: notices an exit and restarts when due.
+    pub fn poll(&mut self) {
+        if self.stopped {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            if let Some(exit) = reaper::try_exit(pid) {
+                self.pid = None;
+                let quick = self.started.elapsed() < Duration::from_secs(2);
+                if quick && self.restarts == 0 && !self.on_vmware {
+                    logging::info(format!(
+                        "{} exited at once ({exit:?}): not on VMware, left stopped",
+                        self.name
+                    ));
+                    self.stopped = true;
+                    return;
+                }
+                self.restarts += 1;
+                if self.restarts > self.policy.max_restarts {
+                    logging::error(format!(
+                        "{} died {} times; giving up",
+                        self.name, self.restarts
+                    ));
+                    self.stopped = true;
+                    return;
+                }
+                let delay = self.policy.delay(self.restarts);
+                logging::warn(format!(
+                    "{} exited ({exit:?}); restarting in {} s",
+                    self.name,
+                    delay.as_secs()
+                ));
+                self.next_start = Some(Instant::now() + delay);
+            }
+        }
+        if self.pid.is_none() && self.next_start.is_some_and(|t| Instant::now() >= t) {
+            self.start();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let p = Policy::default();
+        let got: Vec<u64> = (1..=9).map(|n| p.delay(n).as_secs()).collect();
+        assert_eq!(got, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(p.delay(1000).as_secs(), 60);
+    }
+}
