@@ -1,0 +1,181 @@
+//! `fixupctl` as a user runs it: exit statuses, and the files it leaves in
+//! the fixup directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const FIXUPCTL: &str = env!("CARGO_BIN_EXE_fixupctl");
+
+fn valid_inputs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/protocol/valid")
+}
+
+/// A fixup directory holding copies of the valid example inputs.
+fn fixup_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for e in fs::read_dir(valid_inputs()).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), d.path().join(e.file_name())).unwrap();
+    }
+    d
+}
+
+fn result(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(dir.join("result.json")).unwrap()).unwrap()
+}
+
+fn write(root: &Path, path: &str, text: &str) {
+    let p = root.join(path);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, text).unwrap();
+}
+
+#[test]
+fn run_on_a_tree_without_an_os_fails_with_exit_1_and_says_why() {
+    let fixup = fixup_dir();
+    let sysroot = tempfile::tempdir().unwrap();
+    let out = Command::new(FIXUPCTL)
+        .args(["run", "--no-commands", "--sysroot"])
+        .arg(sysroot.path())
+        .arg("--fixup-dir")
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let r = result(fixup.path());
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["migrationId"], "mig-7f3a");
+    let e = &r["errors"][0];
+    assert_eq!(e["code"], "guest.unknown_os", "{r:#}");
+    assert_eq!(e["step"], "detect");
+    assert!(e["message"].as_str().unwrap().contains("/etc"), "{e}");
+    for f in ["END", "fixup.log", "progress.txt"] {
+        assert!(fixup.path().join(f).exists(), "{f} missing");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("guest.unknown_os"), "{stderr}");
+}
+
+#[test]
+fn run_with_invalid_input_touches_nothing_and_names_file_and_path() {
+    let fixup = fixup_dir();
+    fs::write(
+        fixup.path().join("system-configuration.json"),
+        br#"{"version": 1, "migrationId": 5}"#,
+    )
+    .unwrap();
+    let sysroot = tempfile::tempdir().unwrap();
+    let out = Command::new(FIXUPCTL)
+        .args(["run", "--sysroot"])
+        .arg(sysroot.path())
+        .arg("--fixup-dir")
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let r = result(fixup.path());
+    assert_eq!(r["status"], "failed");
+    let errors = r["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["code"].as_str().unwrap().starts_with("config."))
+    );
+    assert!(
+        errors.iter().any(|e| {
+            let m = e["message"].as_str().unwrap();
+            m.contains("system-configuration.json") && m.contains("migrationId")
+        }),
+        "{r:#}"
+    );
+    assert_eq!(r["steps"].as_array().unwrap().len(), 1, "only validate ran");
+    assert_eq!(fs::read_dir(sysroot.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn run_without_commands_on_a_debian_tree_detects_it() {
+    let fixup = fixup_dir();
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    write(
+        r,
+        "etc/os-release",
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
+         VERSION_ID=\"12\"\nID=debian\n",
+    );
+    write(r, "etc/debian_version", "12.8\n");
+    write(r, "etc/fstab", "/dev/sda1 / ext4 errors=remount-ro 0 1\n");
+    write(r, "boot/grub/grub.cfg", "menuentry 'Debian' {}\n");
+    write(r, "boot/vmlinuz-6.1.0-50-amd64", "");
+    write(r, "lib/modules/6.1.0-50-amd64/modules.dep", "");
+    fs::create_dir_all(r.join("lib/systemd")).unwrap();
+    write(r, "lib/systemd/systemd", "");
+    let out = Command::new(FIXUPCTL)
+        .args(["run", "--no-commands", "--sysroot"])
+        .arg(r)
+        .arg("--fixup-dir")
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    let res = result(fixup.path());
+    assert_eq!(out.status.code(), Some(0), "{out:?}\n{res:#}");
+    assert_eq!(res["status"], "success");
+    assert_eq!(res["guest"]["osId"], "debian");
+    assert_eq!(res["guest"]["osVersion"], "12");
+    assert_eq!(res["guest"]["bootloader"], "grub2");
+    let ids: Vec<&str> = res["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids[..3], ["validate", "storage", "detect"]);
+    let progress = fs::read_to_string(fixup.path().join("progress.txt")).unwrap();
+    assert!(progress.contains("detect: unchanged:"), "{progress}");
+}
+
+#[test]
+fn validate_exit_statuses() {
+    let fixup = fixup_dir();
+    let out = Command::new(FIXUPCTL)
+        .args(["validate", "--fixup-dir"])
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    fs::write(
+        fixup.path().join("replica-disk-map.json"),
+        br#"{"version": 1, "disks": [{"sourceDevice": "/dev/sda", "target": {"controller": "scsi0", "unit": "3"}}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(FIXUPCTL)
+        .args(["validate", "--fixup-dir"])
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("replica-disk-map.json") && stderr.contains("$.disks[0].target.unit"),
+        "{stderr}"
+    );
+    assert!(
+        !fixup.path().join("result.json").exists(),
+        "validate writes nothing"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = Command::new(FIXUPCTL).args(["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(FIXUPCTL)
+        .args(["validate", "--fixup-dir", "/nonexistent/osam"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(FIXUPCTL).args(["--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("run"));
+}
