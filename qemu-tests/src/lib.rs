@@ -1,1 +1,17 @@
-//! QEMU test harness
+//! The QEMU test harness of the OSAM fixup stack: where inputs and stack
+//! binaries come from ([`paths`]), the smoke-test initramfs ([`smoke`]),
+//! a QEMU runner that never leaves a VM behind ([`vm`]) and the manager's
+//! side of the `/tmp/fixup` protocol ([`manager`]).
+//!
+//! QEMU runs under TCG only (`-accel tcg`): KVM hangs on this kind of
+//! machine.
+
+pub mod arch;
+pub mod error;
+pub mod manager;
+pub mod paths;
+pub mod smoke;
+pub mod vm;
+
+pub use arch::Arch;
+pub use error::Error;

@@ -1,0 +1,444 @@
+//! A QEMU virtual machine under TCG, its serial console in a log file,
+//! killed when dropped.
+//!
+//! No VM outlives its test: [`Vm`]'s `Drop` kills and reaps QEMU, and QEMU
+//! is started with `PR_SET_PDEATHSIG` = `SIGKILL`, so that it dies with the
+//! thread that started it even where the test process is killed outright.
+//! Keep a [`Vm`] on the thread that started it.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::Arch;
+use crate::error::{Error, Result};
+use crate::paths::tail_lines;
+use crate::smoke::SmokeBoot;
+
+/// How many serial log lines an error shows.
+pub const LOG_TAIL_LINES: usize = 60;
+/// How often [`Vm::wait_for`] polls.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How to start a VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Which stack (picks the emulator and CPU model).
+    pub arch: Arch,
+    /// The kernel image (`-kernel`).
+    pub kernel: PathBuf,
+    /// The initramfs (`-initrd`).
+    pub initrd: PathBuf,
+    /// Where the serial console (ttyS0) is written.
+    pub serial_log: PathBuf,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// The kernel command line, one argument each.
+    pub cmdline: Vec<String>,
+    /// virtio-9p shares: (host folder, mount tag).
+    pub shares: Vec<(PathBuf, String)>,
+    /// A QMP socket to create.
+    pub qmp_socket: Option<PathBuf>,
+    /// More QEMU arguments (disks, NICs, …).
+    pub extra_args: Vec<OsString>,
+}
+
+/// `,` doubled, as QEMU's option parser wants inside a value.
+fn opt_value(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
+}
+
+impl VmConfig {
+    /// A VM booting `kernel` and `initrd`, 512 MiB, with the console on both
+    /// `tty0` and `ttyS0` — `ttyS0` last, so that `/dev/console` (what PID 1
+    /// writes to) is the serial port the log records — and `panic=-1` so a
+    /// kernel panic ends QEMU (`-no-reboot`) instead of a long timeout.
+    pub fn new(
+        arch: Arch,
+        kernel: impl Into<PathBuf>,
+        initrd: impl Into<PathBuf>,
+        serial_log: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            arch,
+            kernel: kernel.into(),
+            initrd: initrd.into(),
+            serial_log: serial_log.into(),
+            memory_mib: 512,
+            cmdline: ["console=tty0", "console=ttyS0", "panic=-1"]
+                .map(String::from)
+                .to_vec(),
+            shares: Vec::new(),
+            qmp_socket: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// A VM booting a smoke initramfs.
+    pub fn from_smoke(boot: &SmokeBoot, serial_log: impl Into<PathBuf>) -> Self {
+        Self::new(boot.arch, &boot.kernel, &boot.initrd, serial_log)
+    }
+
+    /// Appends a kernel command-line argument.
+    pub fn cmdline_arg(mut self, arg: impl Into<String>) -> Self {
+        self.cmdline.push(arg.into());
+        self
+    }
+
+    /// Shares a host folder over virtio-9p with mount tag `tag`.
+    pub fn share_9p(mut self, dir: impl Into<PathBuf>, tag: &str) -> Self {
+        self.shares.push((dir.into(), tag.to_owned()));
+        self
+    }
+
+    /// The protocol's QEMU transport: `dir` shared with tag `fixup` and
+    /// `osam.transport=9p:fixup`; the guest mounts it at `/tmp`, so
+    /// `/tmp/fixup` appears as `dir/fixup`.
+    pub fn fixup_share(self, dir: impl Into<PathBuf>) -> Self {
+        self.share_9p(dir, "fixup")
+            .cmdline_arg("osam.transport=9p:fixup")
+    }
+
+    /// Creates a QMP socket at `path`.
+    pub fn qmp(mut self, path: impl Into<PathBuf>) -> Self {
+        self.qmp_socket = Some(path.into());
+        self
+    }
+
+    /// Sets the memory size.
+    pub fn memory(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Appends QEMU arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.extra_args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// QEMU's arguments (without the program).
+    pub fn qemu_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |a: &str| args.push(a.into());
+        push("-accel");
+        push("tcg");
+        push("-machine");
+        push("pc");
+        push("-cpu");
+        push(self.arch.qemu_cpu());
+        push("-smp");
+        push("1");
+        push("-m");
+        push(&self.memory_mib.to_string());
+        push("-nographic");
+        push("-monitor");
+        push("none");
+        push("-no-reboot");
+        push("-serial");
+        push(&format!("file:{}", opt_value(&self.serial_log)));
+        push("-kernel");
+        push(&self.kernel.to_string_lossy());
+        push("-initrd");
+        push(&self.initrd.to_string_lossy());
+        push("-append");
+        push(&self.cmdline.join(" "));
+        for (dir, tag) in &self.shares {
+            push("-virtfs");
+            push(&format!(
+                "local,path={},mount_tag={tag},security_model=none,id={tag}",
+                opt_value(dir)
+            ));
+        }
+        if let Some(socket) = &self.qmp_socket {
+            push("-qmp");
+            push(&format!("unix:{},server=on,wait=off", opt_value(socket)));
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+}
+
+/// A running QEMU.
+#[derive(Debug)]
+pub struct Vm {
+    child: Child,
+    status: Option<ExitStatus>,
+    serial_log: PathBuf,
+    stderr_log: PathBuf,
+    qmp_socket: Option<PathBuf>,
+    started: Instant,
+}
+
+impl Vm {
+    /// Starts QEMU. Its stdout and stderr go to `<serial_log>.qemu-stderr`.
+    pub fn start(config: &VmConfig) -> Result<Vm> {
+        let program = config.arch.qemu_system();
+        let stderr_log = PathBuf::from(format!("{}.qemu-stderr", config.serial_log.display()));
+        let stderr = File::create(&stderr_log).map_err(Error::io("creating", &stderr_log))?;
+        let stdout = stderr
+            .try_clone()
+            .map_err(Error::io("duplicating", &stderr_log))?;
+        // A stale log would satisfy waits on its contents.
+        let _ = fs::remove_file(&config.serial_log);
+        if let Some(socket) = &config.qmp_socket {
+            let _ = fs::remove_file(socket);
+        }
+        let mut command = Command::new(program);
+        command
+            .args(config.qemu_args())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls prctl(2), which is async-signal-safe; it touches no memory
+        // shared with the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|source| Error::Spawn {
+            command: format!("{program} {:?}", config.qemu_args()),
+            source,
+        })?;
+        Ok(Vm {
+            child,
+            status: None,
+            serial_log: config.serial_log.clone(),
+            stderr_log,
+            qmp_socket: config.qmp_socket.clone(),
+            started: Instant::now(),
+        })
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The serial log file.
+    pub fn serial_log_path(&self) -> &Path {
+        &self.serial_log
+    }
+
+    /// The serial log so far, carriage returns removed.
+    pub fn serial_log(&self) -> String {
+        let bytes = fs::read(&self.serial_log).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).replace('\r', "")
+    }
+
+    /// The last `n` lines of the serial log.
+    pub fn serial_tail(&self, n: usize) -> String {
+        tail_lines(&self.serial_log(), n)
+    }
+
+    /// What QEMU printed on stdout and stderr.
+    pub fn qemu_output(&self) -> String {
+        fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// How QEMU ended, or `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Whether QEMU still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.exit_status().is_none()
+    }
+
+    /// Polls `cond` every [`POLL_INTERVAL`] until it returns `Some`, QEMU
+    /// exits, or `timeout` passes; the errors carry the serial log's last
+    /// [`LOG_TAIL_LINES`] lines.
+    pub fn wait_for<T>(
+        &mut self,
+        mut cond: impl FnMut() -> Option<T>,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<T> {
+        let start = Instant::now();
+        loop {
+            if let Some(value) = cond() {
+                return Ok(value);
+            }
+            if let Some(status) = self.exit_status() {
+                if let Some(value) = cond() {
+                    return Ok(value);
+                }
+                let mut tail = self.serial_tail(LOG_TAIL_LINES);
+                let qemu = self.qemu_output();
+                if !qemu.trim().is_empty() {
+                    tail.push_str("\n--- QEMU's own output ---\n");
+                    tail.push_str(&tail_lines(&qemu, 20));
+                }
+                return Err(Error::VmExited {
+                    what: what.to_owned(),
+                    status: status.to_string(),
+                    log: self.serial_log.clone(),
+                    tail,
+                });
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::Timeout {
+                    what: what.to_owned(),
+                    timeout,
+                    log: self.serial_log.clone(),
+                    tail: self.serial_tail(LOG_TAIL_LINES),
+                });
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Waits until the serial log contains `needle`.
+    pub fn wait_for_serial(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let log = self.serial_log.clone();
+        self.wait_for(
+            || {
+                let bytes = fs::read(&log).ok()?;
+                String::from_utf8_lossy(&bytes)
+                    .contains(needle)
+                    .then_some(())
+            },
+            timeout,
+            &format!("{needle:?} on the serial console"),
+        )
+    }
+
+    /// Sends one QMP command (with `arguments` where not `Null`) and returns
+    /// its `return` value.
+    pub fn qmp(&self, command: &str, arguments: Value) -> Result<Value> {
+        let err = |reason: String| Error::Qmp {
+            command: command.to_owned(),
+            reason,
+        };
+        let socket = self
+            .qmp_socket
+            .as_ref()
+            .ok_or_else(|| err("the VM has no QMP socket".into()))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match UnixStream::connect(socket) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(err(format!("connecting to {}: {e}", socket.display())));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| err(e.to_string()))?;
+        let mut writer = stream.try_clone().map_err(|e| err(e.to_string()))?;
+        let mut reader = BufReader::new(stream);
+        let read_reply = |reader: &mut BufReader<UnixStream>| -> Result<Value> {
+            loop {
+                let mut line = String::new();
+                let n = reader
+                    .read_line(&mut line)
+                    .map_err(|e| err(format!("reading: {e}")))?;
+                if n == 0 {
+                    return Err(err("QEMU closed the QMP connection".into()));
+                }
+                let value: Value = serde_json::from_str(&line)
+                    .map_err(|e| err(format!("parsing {line:?}: {e}")))?;
+                if let Some(ret) = value.get("return") {
+                    return Ok(ret.clone());
+                }
+                if let Some(e) = value.get("error") {
+                    return Err(err(e.to_string()));
+                }
+                // The greeting and asynchronous events are skipped.
+                if value.get("QMP").is_some() {
+                    return Ok(Value::Null);
+                }
+            }
+        };
+        read_reply(&mut reader)?; // greeting
+        let mut send = |message: Value| {
+            writeln!(writer, "{message}").map_err(|e| err(format!("writing: {e}")))
+        };
+        send(json!({ "execute": "qmp_capabilities" }))?;
+        read_reply(&mut reader)?;
+        let mut message = json!({ "execute": command });
+        if !arguments.is_null() {
+            message["arguments"] = arguments;
+        }
+        send(message)?;
+        read_reply(&mut reader)
+    }
+
+    /// Kills QEMU and reaps it (idempotent).
+    pub fn kill(&mut self) {
+        if self.exit_status().is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line() {
+        let config = VmConfig::new(Arch::I686, "/k/vmlinuz", "/k/initrd", "/t/serial,1.log")
+            .fixup_share("/t/share")
+            .qmp("/t/qmp.sock")
+            .args(["-device", "pvscsi"]);
+        let args: Vec<String> = config
+            .qemu_args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        assert!(joined.starts_with("-accel tcg "), "{joined}");
+        assert!(!joined.contains("kvm"));
+        assert!(joined.contains("-cpu coreduo"));
+        assert!(joined.contains("-serial file:/t/serial,,1.log"));
+        assert!(
+            joined.contains(
+                "-virtfs local,path=/t/share,mount_tag=fixup,security_model=none,id=fixup"
+            )
+        );
+        assert!(joined.contains("-qmp unix:/t/qmp.sock,server=on,wait=off"));
+        assert!(joined.ends_with("-device pvscsi"));
+        let append = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
+        assert_eq!(
+            append,
+            "console=tty0 console=ttyS0 panic=-1 osam.transport=9p:fixup"
+        );
+        assert_eq!(Arch::I686.qemu_system(), "qemu-system-i386");
+    }
+}
