@@ -12,6 +12,7 @@ PACKAGES=(
     xz-utils zstd     # test vectors, inspecting archives
     e2fsprogs dosfstools xfsprogs btrfs-progs  # loop-device storage tests
     mtools            # inspecting FAT images
+    grub-common       # grub-mkimage: assembles the GRUB images at build time
     kmod              # depmod: cross-checking the module index the builder writes
 )
 
