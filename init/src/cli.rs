@@ -47,6 +47,17 @@ pub enum Cmd {
         #[arg(long)]
         no_commands: bool,
     },
+    /// Restore the guest to what it was before stage 1.
+    ///
+    /// Every file stage 1 changed is restored byte for byte from its
+    /// backup under /opt/vmware/hcx/osam/data/backup, every file it created
+    /// is removed, as data/manifest.json records them. Exit status: 0 all
+    /// restored, 1 something could not be restored (listed), 2 usage error.
+    Undo {
+        /// The guest's root, mounted read-write.
+        #[arg(long, value_name = "DIR")]
+        sysroot: PathBuf,
+    },
     /// Validate the three JSON files of a fixup directory.
     ///
     /// Errors (file, JSON path, what was expected) and warnings go to
@@ -85,6 +96,7 @@ pub fn dispatch(cmd: Cmd) -> i32 {
             no_commands,
         } => run(&sysroot, &fixup_dir, no_commands),
         Cmd::Validate { fixup_dir } => validate(&fixup_dir),
+        Cmd::Undo { sysroot } => undo(&sysroot),
     }
 }
 
@@ -146,6 +158,51 @@ fn run(sysroot: &Path, fixup_dir: &Path, no_commands: bool) -> i32 {
                 "fixupctl: cannot write the results into {}: {e}",
                 fixup_dir.display()
             );
+            EXIT_FAILED
+        }
+    }
+}
+
+fn undo(sysroot: &Path) -> i32 {
+    if let Some(code) = usage_dir("--sysroot", sysroot) {
+        return code;
+    }
+    let root = match crate::guestfs::GuestRoot::open(sysroot) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "fixupctl: cannot open the guest tree {}: {e}",
+                sysroot.display()
+            );
+            return EXIT_FAILED;
+        }
+    };
+    match crate::guestwrite::undo(&root) {
+        Ok(report) => {
+            for p in &report.restored {
+                println!("restored {p}");
+            }
+            for p in &report.removed {
+                println!("removed {p}");
+            }
+            for p in &report.problems {
+                eprintln!("fixupctl: not restored: {p}");
+            }
+            println!(
+                "undo: {} restored, {} removed, {} problem(s)",
+                report.restored.len(),
+                report.removed.len(),
+                report.problems.len()
+            );
+            nix::unistd::sync();
+            if report.problems.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            }
+        }
+        Err(e) => {
+            eprintln!("fixupctl: undo: {e}");
             EXIT_FAILED
         }
     }

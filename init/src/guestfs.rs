@@ -390,6 +390,41 @@ impl GuestRoot {
     /// Opens `guest_path` inside the root with `flags`; `O_NOFOLLOW` in
     /// `flags` means "do not follow a final symlink" (with `O_PATH`, the
     /// symlink itself is opened).
+    /// Opens a directory of the guest (resolved inside the root) for use
+    /// with the `*at` system calls.
+    pub fn open_dir(&self, guest_path: &str) -> io::Result<OwnedFd> {
+        self.open_in_root(
+            guest_path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        )
+    }
+
+    /// Creates a directory and its missing parents inside the guest (like
+    /// `mkdir -p`), each new one with `mode`; returns the directory opened.
+    /// A component that exists and is not a directory is an error.
+    pub fn create_dir_all(&self, guest_path: &str, mode: u32) -> io::Result<OwnedFd> {
+        let mut cur = String::from("/");
+        let mut dir = self.open_dir("/")?;
+        for comp in guest_path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            if comp == ".." {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{guest_path}: `..` is not allowed here"),
+                ));
+            }
+            if !cur.ends_with('/') {
+                cur.push('/');
+            }
+            cur.push_str(comp);
+            match nix::sys::stat::mkdirat(&dir, comp, Mode::from_bits_truncate(mode)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(with_path(&cur, e.into())),
+            }
+            dir = self.open_dir(&cur)?;
+        }
+        Ok(dir)
+    }
+
     fn open_in_root(&self, guest_path: &str, flags: OFlag) -> io::Result<OwnedFd> {
         if guest_path.as_bytes().contains(&0) {
             return Err(io::Error::new(

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod guestfs;
+pub mod guestwrite;
 pub mod kmod;
 pub mod logging;
 pub mod pid1;

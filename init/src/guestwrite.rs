@@ -1,0 +1,763 @@
+//! Every change stage 1 makes to a guest goes through here, so that it is
+//! atomic, saved and undoable:
+//!
+//! - paths are resolved inside the guest root (absolute symlinks point into
+//!   the guest; nothing outside it is ever written);
+//! - an existing file is replaced atomically: a temporary file in the same
+//!   directory, the original's owner, mode and `security.selinux` label
+//!   copied, fsync, rename, fsync of the directory;
+//! - the original is saved once under `data/backup/<path>` (a second run
+//!   never overwrites the first backup);
+//! - every change is recorded in `data/manifest.json` before the file is
+//!   replaced, so a stage 1 killed at any point leaves each guest file
+//!   either old or new, and undo can always restore the original bytes.
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, renameat2};
+use nix::sys::stat::{Mode, fchmod, fstatat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::guestfs::GuestRoot;
+
+/// Where stage 1 keeps its files in the guest.
+pub const OSAM_DIR: &str = "/opt/vmware/hcx/osam";
+pub const DATA_DIR: &str = "/opt/vmware/hcx/osam/data";
+pub const BACKUP_DIR: &str = "/opt/vmware/hcx/osam/data/backup";
+pub const MANIFEST: &str = "/opt/vmware/hcx/osam/data/manifest.json";
+
+/// The largest guest file the writer reads back (initramfs images are
+/// larger than configs).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+const SELINUX_XATTR: &str = "security.selinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: is a {kind}, not a regular file; refusing to write through it")]
+    NotRegular { path: String, kind: &'static str },
+    #[error("{path}: not an absolute guest path")]
+    BadPath { path: String },
+    #[error("the manifest {MANIFEST} is unreadable: {0}")]
+    Manifest(String),
+}
+
+fn io_err(path: &str) -> impl FnOnce(io::Error) -> WriteError + '_ {
+    move |source| WriteError::Io {
+        path: path.to_string(),
+        source,
+    }
+}
+
+fn nix_err(path: &str) -> impl FnOnce(Errno) -> WriteError + '_ {
+    move |e| WriteError::Io {
+        path: path.to_string(),
+        source: e.into(),
+    }
+}
+
+/// What a change did to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// An existing file got new contents.
+    Modified,
+    /// A file that did not exist was created.
+    Created,
+    /// An existing file was removed.
+    Removed,
+}
+
+/// A file's identity before or after a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub sha256: String,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One recorded change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    /// Index into `runs`.
+    pub run: usize,
+    pub step: String,
+    /// The guest path written (symlinks resolved).
+    pub path: String,
+    pub action: Action,
+    /// Where the original is saved (guest path), for modified and removed
+    /// files; `None` when the guest had no room for it.
+    pub backup: Option<String>,
+    pub before: Option<FileState>,
+    pub after: Option<FileState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    pub migration_id: String,
+    pub started_at: String,
+    pub stack_version: String,
+}
+
+/// `data/manifest.json`: every change of every run, appended to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub runs: Vec<RunRecord>,
+    pub changes: Vec<Change>,
+}
+
+impl Manifest {
+    /// The backup of a path, if an earlier change saved one.
+    pub fn backup_of(&self, path: &str) -> Option<&str> {
+        self.changes
+            .iter()
+            .filter(|c| c.path == path)
+            .find_map(|c| c.backup.as_deref())
+    }
+
+    /// Was this path first created by stage 1 (no original)?
+    pub fn created_by_us(&self, path: &str) -> bool {
+        self.changes
+            .iter()
+            .find(|c| c.path == path)
+            .is_some_and(|c| c.action == Action::Created)
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let d = Sha256::digest(data);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn split(path: &str) -> Result<(&str, &str), WriteError> {
+    let bad = || WriteError::BadPath {
+        path: path.to_string(),
+    };
+    if !path.starts_with('/') || path.contains('\0') {
+        return Err(bad());
+    }
+    let (dir, name) = path.rsplit_once('/').ok_or_else(bad)?;
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(bad());
+    }
+    Ok((if dir.is_empty() { "/" } else { dir }, name))
+}
+
+/// The writer: one per run, over a guest root.
+pub struct GuestWriter<'a> {
+    root: &'a GuestRoot,
+    manifest: Manifest,
+    run: usize,
+    /// The step the next changes belong to.
+    pub step: String,
+}
+
+/// The outcome of one write, for result.json's `files`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub path: String,
+    pub backup: Option<String>,
+    pub action: Action,
+    /// False when the file already had these contents (nothing written).
+    pub changed: bool,
+}
+
+impl<'a> GuestWriter<'a> {
+    /// Opens the writer: reads the existing manifest (a rerun appends to
+    /// it) and records this run.
+    pub fn open(root: &'a GuestRoot, run: RunRecord) -> Result<Self, WriteError> {
+        let mut manifest = read_manifest(root)?.unwrap_or(Manifest {
+            version: 1,
+            ..Manifest::default()
+        });
+        manifest.runs.push(run);
+        let run = manifest.runs.len() - 1;
+        Ok(GuestWriter {
+            root,
+            manifest,
+            run,
+            step: String::new(),
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn root(&self) -> &GuestRoot {
+        self.root
+    }
+
+    /// Resolves symlinks inside the guest so that the file they point to
+    /// is replaced and the link kept. A missing file resolves to itself.
+    fn real_path(&self, path: &str) -> Result<String, WriteError> {
+        split(path)?;
+        match self.root.canonicalize(path) {
+            Ok(p) => Ok(p.to_string_lossy().into_owned()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The file is missing: resolve its directory.
+                let (dir, name) = split(path)?;
+                match self.root.canonicalize(dir) {
+                    Ok(d) => {
+                        let d = d.to_string_lossy().into_owned();
+                        Ok(if d == "/" {
+                            format!("/{name}")
+                        } else {
+                            format!("{d}/{name}")
+                        })
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(path.to_string()),
+                    Err(e) => Err(io_err(path)(e)),
+                }
+            }
+            Err(e) => Err(io_err(path)(e)),
+        }
+    }
+
+    /// The current state and bytes of a regular file; `None` when missing.
+    fn current(&self, path: &str) -> Result<Option<(FileState, Vec<u8>)>, WriteError> {
+        let (dir, name) = split(path)?;
+        let dfd = match self.root.open_dir(dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(path)(e)),
+        };
+        let st = match fstatat(&dfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(nix_err(path)(e)),
+        };
+        let kind = crate::guestfs::FileKind::from_stat(&st);
+        if kind != crate::guestfs::FileKind::File {
+            return Err(WriteError::NotRegular {
+                path: path.to_string(),
+                kind: kind.describe(),
+            });
+        }
+        let data = self.root.read(path, MAX_FILE_BYTES).map_err(io_err(path))?;
+        Ok(Some((
+            FileState {
+                sha256: sha256_hex(&data),
+                size: data.len() as u64,
+                mode: st.st_mode & 0o7777,
+                uid: st.st_uid,
+                gid: st.st_gid,
+            },
+            data,
+        )))
+    }
+
+    /// Saves the original of `path` once; returns the backup's guest path,
+    /// or `None` when the guest has no room (the caller decides).
+    fn backup(
+        &self,
+        path: &str,
+        state: &FileState,
+        data: &[u8],
+    ) -> Result<Option<String>, WriteError> {
+        if let Some(b) = self.manifest.backup_of(path) {
+            return Ok(Some(b.to_string()));
+        }
+        let backup = format!("{BACKUP_DIR}{path}");
+        if self.root.exists(&backup) {
+            // A backup from a run whose manifest entry was lost: it is the
+            // older original, keep it.
+            return Ok(Some(backup));
+        }
+        match write_file_at(
+            self.root,
+            &backup,
+            data,
+            state.mode,
+            Some((state.uid, state.gid)),
+            None,
+        ) {
+            Ok(()) => Ok(Some(backup)),
+            Err(WriteError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `contents` to `path` (created with `mode` when new).
+    pub fn write(&mut self, path: &str, contents: &[u8], mode: u32) -> Result<Written, WriteError> {
+        let real = self.real_path(path)?;
+        let cur = self.current(&real)?;
+        if let Some((state, _)) = &cur {
+            if state.sha256 == sha256_hex(contents) {
+                return Ok(Written {
+                    path: real,
+                    backup: self.manifest.backup_of(path).map(str::to_string),
+                    action: Action::Modified,
+                    changed: false,
+                });
+            }
+        }
+        let (action, before, backup, mode, owner, label) = match &cur {
+            Some((state, data)) => {
+                let backup = self.backup(&real, state, data)?;
+                let label = read_label(self.root, &real);
+                (
+                    Action::Modified,
+                    Some(state.clone()),
+                    backup,
+                    state.mode,
+                    Some((state.uid, state.gid)),
+                    label,
+                )
+            }
+            None => (Action::Created, None, None, mode, None, None),
+        };
+        let after = FileState {
+            sha256: sha256_hex(contents),
+            size: contents.len() as u64,
+            mode,
+            uid: owner.map(|o| o.0).unwrap_or(0),
+            gid: owner.map(|o| o.1).unwrap_or(0),
+        };
+        // A file created by an earlier run stays "created" for undo.
+        let action = if action == Action::Modified && self.manifest.created_by_us(&real) {
+            Action::Created
+        } else {
+            action
+        };
+        self.record(Change {
+            run: self.run,
+            step: self.step.clone(),
+            path: real.clone(),
+            action,
+            backup: backup.clone(),
+            before,
+            after: Some(after),
+        })?;
+        if let Some((dir, _)) = real.rsplit_once('/') {
+            if !dir.is_empty() {
+                self.root
+                    .create_dir_all(dir, 0o755)
+                    .map_err(io_err(&real))?;
+            }
+        }
+        write_file_at(self.root, &real, contents, mode, owner, label.as_deref())?;
+        Ok(Written {
+            path: real,
+            backup,
+            action,
+            changed: true,
+        })
+    }
+
+    /// Removes `path` (saved first). A missing file is not an error.
+    pub fn remove(&mut self, path: &str) -> Result<Option<Written>, WriteError> {
+        let real = self.real_path(path)?;
+        let Some((state, data)) = self.current(&real)? else {
+            return Ok(None);
+        };
+        let backup = self.backup(&real, &state, &data)?;
+        if backup.is_none() {
+            return Err(WriteError::Io {
+                path: real,
+                source: io::Error::other("no room to save the original before removing it"),
+            });
+        }
+        self.record(Change {
+            run: self.run,
+            step: self.step.clone(),
+            path: real.clone(),
+            action: Action::Removed,
+            backup: backup.clone(),
+            before: Some(state),
+            after: None,
+        })?;
+        let (dir, name) = split(&real)?;
+        let dfd = self.root.open_dir(dir).map_err(io_err(&real))?;
+        unlinkat(&dfd, name, UnlinkatFlags::NoRemoveDir).map_err(nix_err(&real))?;
+        let _ = nix::unistd::fsync(&dfd);
+        Ok(Some(Written {
+            path: real,
+            backup,
+            action: Action::Removed,
+            changed: true,
+        }))
+    }
+
+    /// Renames a file by writing the new name and removing the old one
+    /// (both recorded; undo puts the old one back).
+    pub fn rename(
+        &mut self,
+        from: &str,
+        to: &str,
+        contents: &[u8],
+    ) -> Result<Vec<Written>, WriteError> {
+        let mode = self
+            .current(&self.real_path(from)?)?
+            .map(|(s, _)| s.mode)
+            .unwrap_or(0o644);
+        let mut out = vec![self.write(to, contents, mode)?];
+        if let Some(w) = self.remove(from)? {
+            out.push(w);
+        }
+        Ok(out)
+    }
+
+    fn record(&mut self, change: Change) -> Result<(), WriteError> {
+        self.manifest.changes.push(change);
+        self.save()
+    }
+
+    /// Writes the manifest (atomically, durably).
+    pub fn save(&self) -> Result<(), WriteError> {
+        let mut json = serde_json::to_vec_pretty(&self.manifest)
+            .map_err(|e| WriteError::Manifest(e.to_string()))?;
+        json.push(b'\n');
+        self.root
+            .create_dir_all(DATA_DIR, 0o700)
+            .map_err(io_err(DATA_DIR))?;
+        write_file_at(self.root, MANIFEST, &json, 0o600, None, None)
+    }
+}
+
+/// Reads `data/manifest.json`; `None` when there is none.
+pub fn read_manifest(root: &GuestRoot) -> Result<Option<Manifest>, WriteError> {
+    match root.read(MANIFEST, 64 << 20) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| WriteError::Manifest(e.to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(MANIFEST)(e)),
+    }
+}
+
+fn read_label(root: &GuestRoot, path: &str) -> Option<Vec<u8>> {
+    let f = root.open_file(path).ok()?;
+    let name = std::ffi::CString::new(SELINUX_XATTR).ok()?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: `f` is an open descriptor, `name` a NUL-terminated string
+    // and `buf` a writable buffer of the length passed.
+    let n = unsafe {
+        libc::fgetxattr(
+            f.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n <= 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+fn set_label(fd: &OwnedFd, label: &[u8]) {
+    let Ok(name) = std::ffi::CString::new(SELINUX_XATTR) else {
+        return;
+    };
+    // SAFETY: `fd` is open, `name` NUL-terminated, `label` a readable
+    // buffer of the length passed. A file system without labels refuses
+    // with ENOTSUP, which is fine: the relabel covers it.
+    unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            label.as_ptr().cast(),
+            label.len(),
+            0,
+        );
+    }
+}
+
+/// Writes a file inside the root atomically: temp + fsync + rename + fsync
+/// of the directory, with the given mode, owner and SELinux label.
+fn write_file_at(
+    root: &GuestRoot,
+    path: &str,
+    data: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    label: Option<&[u8]>,
+) -> Result<(), WriteError> {
+    let (dir, name) = split(path)?;
+    let dfd = root.create_dir_all(dir, 0o755).map_err(io_err(path))?;
+    let tmp = format!(".{name}.osam-tmp");
+    let _ = unlinkat(&dfd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    let fd = nix::fcntl::openat(
+        &dfd,
+        tmp.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(nix_err(path))?;
+    let result = (|| -> Result<(), WriteError> {
+        let mut f = std::fs::File::from(fd.try_clone().map_err(io_err(path))?);
+        f.write_all(data).map_err(io_err(path))?;
+        if let Some((uid, gid)) = owner {
+            fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(nix_err(path))?;
+        }
+        fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(nix_err(path))?;
+        if let Some(l) = label {
+            set_label(&fd, l);
+        }
+        f.sync_all().map_err(io_err(path))?;
+        renameat2(&dfd, tmp.as_str(), &dfd, name, RenameFlags::empty()).map_err(nix_err(path))?;
+        nix::unistd::fsync(dfd.as_fd()).map_err(nix_err(path))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = unlinkat(&dfd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    result
+}
+
+/// What undo did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UndoReport {
+    pub restored: Vec<String>,
+    pub removed: Vec<String>,
+    /// Changes that could not be undone, with why.
+    pub problems: Vec<String>,
+}
+
+/// Restores the guest to what it was before the first run: every modified
+/// or removed file from its backup (byte for byte, with its mode and
+/// owner), every created file removed. The manifest is then renamed to
+/// `manifest.undone.json`, so a later run starts afresh.
+pub fn undo(root: &GuestRoot) -> Result<UndoReport, WriteError> {
+    let Some(manifest) = read_manifest(root)? else {
+        return Err(WriteError::Manifest(format!(
+            "there is no {MANIFEST}: nothing to undo"
+        )));
+    };
+    let mut report = UndoReport::default();
+    // The first change of each path knows its original state.
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<&Change> = manifest
+        .changes
+        .iter()
+        .filter(|c| seen.insert(c.path.clone()))
+        .collect();
+    for c in firsts.iter().rev() {
+        match (c.action, &c.before, &c.backup) {
+            (Action::Created, _, _) => {
+                let Ok((dir, name)) = split(&c.path) else {
+                    continue;
+                };
+                match root.open_dir(dir) {
+                    Ok(dfd) => match unlinkat(&dfd, name, UnlinkatFlags::NoRemoveDir) {
+                        Ok(()) | Err(Errno::ENOENT) => report.removed.push(c.path.clone()),
+                        Err(e) => report.problems.push(format!("{}: {e}", c.path)),
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => report.problems.push(format!("{}: {e}", c.path)),
+                }
+            }
+            (_, Some(before), Some(backup)) => match root.read(backup, MAX_FILE_BYTES) {
+                Ok(data) if sha256_hex(&data) == before.sha256 => {
+                    match write_file_at(
+                        root,
+                        &c.path,
+                        &data,
+                        before.mode,
+                        Some((before.uid, before.gid)),
+                        None,
+                    ) {
+                        Ok(()) => report.restored.push(c.path.clone()),
+                        Err(e) => report.problems.push(e.to_string()),
+                    }
+                }
+                Ok(_) => report.problems.push(format!(
+                    "{}: the backup {backup} does not match the original's checksum; left as it is",
+                    c.path
+                )),
+                Err(e) => report
+                    .problems
+                    .push(format!("{}: backup {backup}: {e}", c.path)),
+            },
+            (_, _, None) => report.problems.push(format!(
+                "{}: no backup was saved (the guest had no room for it); it cannot be restored",
+                c.path
+            )),
+            (_, None, Some(_)) => report
+                .problems
+                .push(format!("{}: the manifest has no original state", c.path)),
+        }
+    }
+    let dfd = root.open_dir(DATA_DIR).map_err(io_err(DATA_DIR))?;
+    renameat2(
+        &dfd,
+        "manifest.json",
+        &dfd,
+        "manifest.undone.json",
+        RenameFlags::empty(),
+    )
+    .map_err(nix_err(MANIFEST))?;
+    let _ = nix::unistd::fsync(dfd.as_fd());
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn run() -> RunRecord {
+        RunRecord {
+            migration_id: "mig-1".into(),
+            started_at: "2026-11-25T19:00:00Z".into(),
+            stack_version: "0.1.0".into(),
+        }
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("etc/sysconfig")).unwrap();
+        fs::write(
+            d.path().join("etc/fstab"),
+            b"/dev/sda1 / ext4 defaults 0 1\n",
+        )
+        .unwrap();
+        fs::set_permissions(
+            d.path().join("etc/fstab"),
+            fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        fs::write(
+            d.path().join("etc/sysconfig/ifcfg-ens192"),
+            b"DEVICE=ens192\n",
+        )
+        .unwrap();
+        d
+    }
+
+    #[test]
+    fn write_backs_up_once_keeps_mode_and_undo_restores_bytes() {
+        let d = tree();
+        let root = GuestRoot::open(d.path()).unwrap();
+        let mut w = GuestWriter::open(&root, run()).unwrap();
+        w.step = "fstab".into();
+        let r = w
+            .write("/etc/fstab", b"UUID=x / ext4 defaults 0 1\n", 0o644)
+            .unwrap();
+        assert!(r.changed);
+        assert_eq!(
+            r.backup.as_deref(),
+            Some("/opt/vmware/hcx/osam/data/backup/etc/fstab")
+        );
+        let meta = fs::metadata(d.path().join("etc/fstab")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+        // The same contents again: nothing written.
+        assert!(
+            !w.write("/etc/fstab", b"UUID=x / ext4 defaults 0 1\n", 0o644)
+                .unwrap()
+                .changed
+        );
+        drop(w);
+        // A second run changes it again; the first backup stays.
+        let mut w = GuestWriter::open(&root, run()).unwrap();
+        w.write("/etc/fstab", b"second\n", 0o644).unwrap();
+        let backup = fs::read(d.path().join("opt/vmware/hcx/osam/data/backup/etc/fstab")).unwrap();
+        assert_eq!(backup, b"/dev/sda1 / ext4 defaults 0 1\n");
+        w.write("/etc/new.conf", b"new\n", 0o600).unwrap();
+        w.rename(
+            "/etc/sysconfig/ifcfg-ens192",
+            "/etc/sysconfig/ifcfg-eth0",
+            b"DEVICE=eth0\n",
+        )
+        .unwrap();
+        assert!(!d.path().join("etc/sysconfig/ifcfg-ens192").exists());
+        let m = read_manifest(&root).unwrap().unwrap();
+        assert_eq!(m.runs.len(), 2);
+        let report = undo(&root).unwrap();
+        assert!(report.problems.is_empty(), "{report:?}");
+        assert_eq!(
+            fs::read(d.path().join("etc/fstab")).unwrap(),
+            b"/dev/sda1 / ext4 defaults 0 1\n"
+        );
+        assert_eq!(
+            fs::metadata(d.path().join("etc/fstab"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o640
+        );
+        assert!(!d.path().join("etc/new.conf").exists());
+        assert!(!d.path().join("etc/sysconfig/ifcfg-eth0").exists());
+        assert_eq!(
+            fs::read(d.path().join("etc/sysconfig/ifcfg-ens192")).unwrap(),
+            b"DEVICE=ens192\n"
+        );
+        assert!(read_manifest(&root).unwrap().is_none());
+    }
+
+    #[test]
+    fn symlinks_are_followed_inside_the_guest_and_kept() {
+        let d = tree();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("fstab"), b"host\n").unwrap();
+        // An absolute link: in the guest it means the guest's own file.
+        fs::create_dir_all(d.path().join("real")).unwrap();
+        fs::write(d.path().join("real/resolv.conf"), b"nameserver 1.1.1.1\n").unwrap();
+        symlink("/real/resolv.conf", d.path().join("etc/resolv.conf")).unwrap();
+        // A link aimed at the host's file by its host path.
+        symlink(outside.path().join("fstab"), d.path().join("etc/evil")).unwrap();
+        let root = GuestRoot::open(d.path()).unwrap();
+        let mut w = GuestWriter::open(&root, run()).unwrap();
+        let r = w
+            .write("/etc/resolv.conf", b"nameserver 10.0.0.1\n", 0o644)
+            .unwrap();
+        assert_eq!(r.path, "/real/resolv.conf");
+        assert!(
+            fs::symlink_metadata(d.path().join("etc/resolv.conf"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // In the guest that link dangles: refused, and the host file is
+        // never touched.
+        assert!(matches!(
+            w.write("/etc/evil", b"owned\n", 0o644),
+            Err(WriteError::NotRegular { .. })
+        ));
+        assert_eq!(fs::read(outside.path().join("fstab")).unwrap(), b"host\n");
+    }
+
+    #[test]
+    fn refuses_fifos_and_devices() {
+        let d = tree();
+        nix::unistd::mkfifo(&d.path().join("etc/fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        let root = GuestRoot::open(d.path()).unwrap();
+        let mut w = GuestWriter::open(&root, run()).unwrap();
+        let e = w.write("/etc/fifo", b"x", 0o644).unwrap_err();
+        assert!(matches!(e, WriteError::NotRegular { .. }), "{e}");
+        assert!(matches!(
+            w.write("etc/relative", b"x", 0o644),
+            Err(WriteError::BadPath { .. })
+        ));
+    }
+
+    #[test]
+    fn undo_without_a_manifest_says_so() {
+        let d = tree();
+        let root = GuestRoot::open(d.path()).unwrap();
+        let e = undo(&root).unwrap_err();
+        assert!(e.to_string().contains("nothing to undo"), "{e}");
+    }
+}
