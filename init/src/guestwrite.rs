@@ -81,6 +81,10 @@ pub enum Action {
 /// A file's identity before or after a change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileState {
+    /// For a symlink: its target; `sha256` and `size` are then of the
+    /// target text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
     pub sha256: String,
     pub size: u64,
     pub mode: u32,
@@ -252,6 +256,7 @@ impl<'a> GuestWriter<'a> {
         let data = self.root.read(path, MAX_FILE_BYTES).map_err(io_err(path))?;
         Ok(Some((
             FileState {
+                link: None,
                 sha256: sha256_hex(&data),
                 size: data.len() as u64,
                 mode: st.st_mode & 0o7777,
@@ -325,6 +330,7 @@ impl<'a> GuestWriter<'a> {
             None => (Action::Created, None, None, mode, None, None),
         };
         let after = FileState {
+            link: None,
             sha256: sha256_hex(contents),
             size: contents.len() as u64,
             mode,
@@ -354,6 +360,95 @@ impl<'a> GuestWriter<'a> {
             }
         }
         write_file_at(self.root, &real, contents, mode, owner, label.as_deref())?;
+        Ok(Written {
+            path: real,
+            backup,
+            action,
+            changed: true,
+        })
+    }
+
+    /// Makes `path` a symlink to `target` (as written: an absolute target
+    /// means the guest's own path). The final component is not followed;
+    /// an existing link's old target is recorded, an existing regular file
+    /// is saved first.
+    pub fn set_symlink(&mut self, path: &str, target: &str) -> Result<Written, WriteError> {
+        let (dir, name) = split(path)?;
+        let dir_real = self.real_path(dir)?;
+        let real = if dir_real == "/" {
+            format!("/{name}")
+        } else {
+            format!("{dir_real}/{name}")
+        };
+        let dfd = self.root.create_dir_all(&dir_real, 0o755).map_err(io_err(&real))?;
+        let before = match fstatat(&dfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(nix_err(&real)(e)),
+            Ok(st) => match crate::guestfs::FileKind::from_stat(&st) {
+                crate::guestfs::FileKind::Symlink => {
+                    let old = nix::fcntl::readlinkat(&dfd, name)
+                        .map_err(nix_err(&real))?
+                        .to_string_lossy()
+                        .into_owned();
+                    if old == target {
+                        return Ok(Written {
+                            path: real,
+                            backup: None,
+                            action: Action::Modified,
+                            changed: false,
+                        });
+                    }
+                    Some((
+                        FileState {
+                            sha256: sha256_hex(old.as_bytes()),
+                            size: old.len() as u64,
+                            link: Some(old),
+                            mode: 0o777,
+                            uid: st.st_uid,
+                            gid: st.st_gid,
+                        },
+                        None,
+                    ))
+                }
+                crate::guestfs::FileKind::File => {
+                    let (state, data) = self.current(&real)?.ok_or_else(|| WriteError::Io {
+                        path: real.clone(),
+                        source: io::Error::from(io::ErrorKind::NotFound),
+                    })?;
+                    let backup = self.backup(&real, &state, &data)?;
+                    Some((state, backup))
+                }
+                other => {
+                    return Err(WriteError::NotRegular {
+                        path: real,
+                        kind: other.describe(),
+                    });
+                }
+            },
+        };
+        let action = if before.is_some() && !self.manifest.created_by_us(&real) {
+            Action::Modified
+        } else {
+            Action::Created
+        };
+        let backup = before.as_ref().and_then(|(_, b)| b.clone());
+        self.record(Change {
+            run: self.run,
+            step: self.step.clone(),
+            path: real.clone(),
+            action,
+            backup: backup.clone(),
+            before: before.map(|(s, _)| s),
+            after: Some(FileState {
+                sha256: sha256_hex(target.as_bytes()),
+                size: target.len() as u64,
+                link: Some(target.to_string()),
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+            }),
+        })?;
+        replace_with_symlink(&dfd, name, target).map_err(nix_err(&real))?;
         Ok(Written {
             path: real,
             backup,
@@ -525,6 +620,18 @@ fn write_file_at(
     result
 }
 
+/// Puts a symlink in place atomically (temp link + rename).
+fn replace_with_symlink(dfd: &OwnedFd, name: &str, target: &str) -> Result<(), Errno> {
+    let tmp = format!(".{name}.osam-tmp");
+    let _ = unlinkat(dfd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    nix::unistd::symlinkat(target, dfd, tmp.as_str())?;
+    if let Err(e) = renameat2(dfd, tmp.as_str(), dfd, name, RenameFlags::empty()) {
+        let _ = unlinkat(dfd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(e);
+    }
+    nix::unistd::fsync(dfd.as_fd())
+}
+
 /// What undo did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UndoReport {
@@ -553,6 +660,19 @@ pub fn undo(root: &GuestRoot) -> Result<UndoReport, WriteError> {
         .filter(|c| seen.insert(c.path.clone()))
         .collect();
     for c in firsts.iter().rev() {
+        if let (Action::Modified, Some(FileState { link: Some(old), .. })) = (c.action, &c.before) {
+            let restored = split(&c.path).ok().and_then(|(dir, name)| {
+                let dfd = root.open_dir(dir).ok()?;
+                replace_with_symlink(&dfd, name, old).ok()
+            });
+            match restored {
+                Some(()) => report.restored.push(c.path.clone()),
+                None => report
+                    .problems
+                    .push(format!("{}: could not restore the link to {old}", c.path)),
+            }
+            continue;
+        }
         match (c.action, &c.before, &c.backup) {
             (Action::Created, _, _) => {
                 let Ok((dir, name)) = split(&c.path) else {
@@ -644,6 +764,32 @@ mod tests {
         )
         .unwrap();
         d
+    }
+
+    #[test]
+    fn symlinks_set_and_undone() {
+        let d = tree();
+        fs::create_dir_all(d.path().join("etc/systemd/system")).unwrap();
+        symlink(
+            "/lib/systemd/system/graphical.target",
+            d.path().join("etc/systemd/system/default.target"),
+        )
+        .unwrap();
+        let root = GuestRoot::open(d.path()).unwrap();
+        let mut w = GuestWriter::open(&root, run()).unwrap();
+        let dt = "/etc/systemd/system/default.target";
+        let r = w.set_symlink(dt, "/lib/systemd/system/rescue.target").unwrap();
+        assert!(r.changed);
+        assert!(!w.set_symlink(dt, "/lib/systemd/system/rescue.target").unwrap().changed);
+        let wants = "/etc/systemd/system/rescue.target.wants/osam-stage2.service";
+        w.set_symlink(wants, "/etc/systemd/system/osam-stage2.service").unwrap();
+        let link = fs::read_link(d.path().join(&dt[1..])).unwrap();
+        assert_eq!(link.to_str(), Some("/lib/systemd/system/rescue.target"));
+        let report = undo(&root).unwrap();
+        assert!(report.problems.is_empty(), "{report:?}");
+        let link = fs::read_link(d.path().join(&dt[1..])).unwrap();
+        assert_eq!(link.to_str(), Some("/lib/systemd/system/graphical.target"));
+        assert!(fs::symlink_metadata(d.path().join(&wants[1..])).is_err());
     }
 
     #[test]

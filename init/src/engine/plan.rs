@@ -180,6 +180,8 @@ pub enum Edit {
         to: String,
         contents: Vec<u8>,
     },
+    /// Make `path` a symlink to `target` (systemd's default.target).
+    Symlink { path: String, target: String },
 }
 
 impl Edit {
@@ -194,7 +196,9 @@ impl Edit {
     /// The paths it touches.
     pub fn paths(&self) -> Vec<&str> {
         match self {
-            Edit::Write { path, .. } | Edit::Remove { path } => vec![path],
+            Edit::Write { path, .. } | Edit::Remove { path } | Edit::Symlink { path, .. } => {
+                vec![path]
+            }
             Edit::Rename { from, to, .. } => vec![from, to],
         }
     }
