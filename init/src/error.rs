@@ -44,6 +44,12 @@ pub mod codes {
     /// No boot loader configuration was found in the guest (a warning at
     /// detection; the boot loader step decides).
     pub const GUEST_NO_BOOTLOADER: &str = "guest.no_bootloader";
+    /// The stack has no stage-2 agent for this guest (a warning): the
+    /// guest is not switched to single-user mode.
+    pub const STAGE2_AGENT_MISSING: &str = "stage2.agent_missing";
+    /// The guest's run level could not be found (a warning): it is not
+    /// switched to single-user mode.
+    pub const STAGE2_NO_RUNLEVEL: &str = "stage2.no_runlevel";
     /// A command in the guest failed.
     pub const COMMAND_FAILED: &str = "command.failed";
     /// A command or a wait ran out of time.
