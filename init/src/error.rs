@@ -38,6 +38,9 @@ pub mod codes {
     pub const GUEST_NO_KERNEL: &str = "guest.no_kernel";
     /// A guest file could not be read or written.
     pub const GUEST_IO: &str = "guest.io";
+    /// A guest path that must not be written through: a FIFO, a device
+    /// node, a dangling symlink or a directory where a file should be.
+    pub const GUEST_UNSAFE_PATH: &str = "guest.unsafe_path";
     /// The guest's architecture could not be read from its binaries (a
     /// warning).
     pub const GUEST_ARCH_UNKNOWN: &str = "guest.arch_unknown";

@@ -3,6 +3,7 @@
 //! progress.txt, records its files, commands, warnings and error in
 //! result.json, and turns a panic inside it into a failed step.
 
+pub mod apply;
 pub mod fixups;
 pub mod identity;
 pub mod plan;

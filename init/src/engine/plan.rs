@@ -84,7 +84,8 @@ impl MemFiles {
 
     /// Adds a file (builder style).
     pub fn with(mut self, path: &str, text: &str) -> Self {
-        self.files.insert(path.to_string(), text.as_bytes().to_vec());
+        self.files
+            .insert(path.to_string(), text.as_bytes().to_vec());
         self
     }
 
@@ -271,6 +272,19 @@ impl Plan {
     }
 }
 
+/// What every planner is given.
+pub struct PlanCtx<'a> {
+    pub files: &'a dyn GuestFiles,
+    pub info: &'a crate::detect::GuestInfo,
+    pub inputs: &'a crate::protocol::config::Inputs,
+    pub identity: &'a crate::engine::identity::IdentityMap,
+    /// The stack's architecture (`x86_64` or `i686`).
+    pub stack_arch: &'a str,
+}
+
+/// A fixup planner.
+pub type Planner = fn(&PlanCtx) -> Result<Plan, crate::error::FixupError>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,14 +293,23 @@ mod tests {
     fn mem_files_behave_like_a_tree() {
         let m = MemFiles::new()
             .with("/etc/fstab", "x\n")
-            .with("/etc/sysconfig/network-scripts/ifcfg-ens192", "DEVICE=ens192\n")
+            .with(
+                "/etc/sysconfig/network-scripts/ifcfg-ens192",
+                "DEVICE=ens192\n",
+            )
             .with_link("/etc/os-release", "../usr/lib/os-release");
         assert_eq!(m.read("/etc/fstab").unwrap().as_deref(), Some("x\n"));
         assert_eq!(m.read("/etc/missing").unwrap(), None);
-        assert_eq!(m.list("/etc").unwrap(), vec!["fstab", "os-release", "sysconfig"]);
+        assert_eq!(
+            m.list("/etc").unwrap(),
+            vec!["fstab", "os-release", "sysconfig"]
+        );
         assert!(m.is_dir("/etc/sysconfig"));
         assert!(!m.is_dir("/etc/fstab"));
-        assert_eq!(m.read_link("/etc/os-release").as_deref(), Some("../usr/lib/os-release"));
+        assert_eq!(
+            m.read_link("/etc/os-release").as_deref(),
+            Some("../usr/lib/os-release")
+        );
         let mut m = m;
         m.special.insert("/etc/fifo".into(), FileKind::Fifo);
         assert!(m.read("/etc/fifo").is_err());
@@ -306,16 +329,3 @@ mod tests {
         assert!(files.is_dir("/etc"));
     }
 }
-
-/// What every planner is given.
-pub struct PlanCtx<'a> {
-    pub files: &'a dyn GuestFiles,
-    pub info: &'a crate::detect::GuestInfo,
-    pub inputs: &'a crate::protocol::config::Inputs,
-    pub identity: &'a crate::engine::identity::IdentityMap,
-    /// The stack's architecture (`x86_64` or `i686`).
-    pub stack_arch: &'a str,
-}
-
-/// A fixup planner.
-pub type Planner = fn(&PlanCtx) -> Result<Plan, crate::error::FixupError>;
