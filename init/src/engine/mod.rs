@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod fixups;
 pub mod identity;
+pub mod overlay;
 pub mod plan;
 pub mod stage1;
 
