@@ -10,5 +10,8 @@ pub mod compression;
 pub mod cpio;
 pub mod deb;
 pub mod kernel;
+pub mod ova;
 pub mod pins;
+pub mod qcow2;
+pub mod vmdk;
 pub mod xz;
