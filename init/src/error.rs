@@ -47,12 +47,38 @@ pub mod codes {
     /// No boot loader configuration was found in the guest (a warning at
     /// detection; the boot loader step decides).
     pub const GUEST_NO_BOOTLOADER: &str = "guest.no_bootloader";
+    /// The guest's boot loader is not one the stack configures (systemd-boot,
+    /// extlinux) or none was found: the boot loader is left as it is.
+    pub const BOOTLOADER_UNSUPPORTED: &str = "bootloader.unsupported";
+    /// The target firmware is EFI and the guest has no EFI system partition
+    /// mounted at `/boot/efi` (or `/efi`): a BIOS-installed guest cannot be
+    /// converted to UEFI boot offline.
+    pub const BOOTLOADER_NO_ESP: &str = "bootloader.no_esp";
+    /// The target firmware is EFI and the ESP holds no shim or GRUB image
+    /// for the distribution where it cannot be installed from the guest
+    /// (RHEL 8+: reinstall `shim-x64` and `grub2-efi-x64`).
+    pub const BOOTLOADER_EFI_FILES_MISSING: &str = "bootloader.efi_files_missing";
+    /// The target firmware is BIOS and the guest has no GRUB `i386-pc`
+    /// modules to install (e.g. `grub2-pc-modules` / `grub-pc-bin` missing
+    /// on a guest that booted with UEFI).
+    pub const BOOTLOADER_BIOS_MODULES_MISSING: &str = "bootloader.bios_modules_missing";
+    /// GRUB's environment block (`grubenv`) is not one, or the new
+    /// `kernelopts` do not fit into it.
+    pub const BOOTLOADER_GRUBENV: &str = "bootloader.grubenv";
+    /// A boot loader detail was guessed (a warning): the boot disk's device
+    /// name in the stack, the ESP partition number, a missing ESP stub
+    /// `grub.cfg`, or a GRUB legacy `root` line.
+    pub const BOOTLOADER_GUESSED: &str = "bootloader.guessed";
     /// The stack has no stage-2 agent for this guest (a warning): the
     /// guest is not switched to single-user mode.
     pub const STAGE2_AGENT_MISSING: &str = "stage2.agent_missing";
     /// The guest's run level could not be found (a warning): it is not
     /// switched to single-user mode.
     pub const STAGE2_NO_RUNLEVEL: &str = "stage2.no_runlevel";
+    /// Rebuilding an initramfs failed.
+    pub const INITRAMFS_FAILED: &str = "initramfs.failed";
+    /// Installing or configuring the boot loader failed.
+    pub const BOOTLOADER_FAILED: &str = "bootloader.failed";
     /// A command in the guest failed.
     pub const COMMAND_FAILED: &str = "command.failed";
     /// A command or a wait ran out of time.
@@ -61,8 +87,80 @@ pub mod codes {
     pub const TRANSPORT_FAILED: &str = "transport.failed";
     /// BEGIN did not come within `osam.begin_timeout`.
     pub const BEGIN_TIMEOUT: &str = "begin.timeout";
+    /// A network configuration file still names a source NIC name or
+    /// source MAC after the network fixup planned its changes (a warning
+    /// naming the file and line).
+    pub const NETWORK_STALE_REFERENCE: &str = "network.stale_reference";
+    /// A name pattern (glob) in the guest's network configuration matched
+    /// a source NIC name but does not match its new name; it is left as it
+    /// is (a warning).
+    pub const NETWORK_GLOB_MATCH: &str = "network.glob_match";
+    /// A network configuration file renamed after its NIC replaces a file
+    /// that already had the new name (a warning; the original is saved).
+    pub const NETWORK_FILE_REPLACED: &str = "network.file_replaced";
+    /// A network configuration file could not be read and is left as it
+    /// is (a warning).
+    pub const NETWORK_UNREADABLE: &str = "network.unreadable";
     /// An internal error of the stack (a bug): the message says where.
     pub const INTERNAL: &str = "internal";
+    /// The guest's files name devices in more than one kernel naming scheme
+    /// (`/dev/sda1` and `/dev/vda1`), so they cannot be tied to replica disks
+    /// by position; those names are left as they are (a warning).
+    pub const STORAGE_AMBIGUOUS_NAMES: &str = "storage.ambiguous_device_names";
+    /// A `/dev/disk/by-id` or `by-path` link in the guest's files could not
+    /// be tied to a replica disk and is left as it is (a warning).
+    pub const STORAGE_UNMAPPED_LINK: &str = "storage.unmapped_link";
+    /// Neither the probe nor `targetUuid` gives a partition's target UUID;
+    /// its `sourceUuid` is assumed (a block-level copy keeps it) (a
+    /// warning).
+    pub const STORAGE_TARGET_UUID_ASSUMED: &str = "storage.target_uuid_assumed";
+    /// The probed UUID of a target file system differs from its
+    /// `targetUuid`; the probe wins (a warning).
+    pub const STORAGE_UUID_MISMATCH: &str = "storage.uuid_mismatch";
+    /// A replica partition has neither a known UUID nor a known target
+    /// device name; references to it are left as they are (a warning).
+    pub const STORAGE_NO_TARGET_IDENTITY: &str = "storage.no_target_identity";
+    /// An fstab entry names a block device that is not among the replicas:
+    /// `nofail` was added so that the boot does not stall on it (a warning).
+    pub const FSTAB_DEVICE_NOT_REPLICATED: &str = "fstab.device_not_replicated";
+    /// The root file system's fstab entry names a device that is not among
+    /// the replicas; it is left as it is (a warning: check the disk map).
+    pub const FSTAB_ROOT_NOT_REPLICATED: &str = "fstab.root_not_replicated";
+    /// With `fstabIdentifiers: keep`, a device name had to change because
+    /// the target names the device differently (a warning).
+    pub const FSTAB_DEVICE_NAME_CHANGED: &str = "fstab.device_name_changed";
+    /// An LVM `filter`/`global_filter` accepted source device names that do
+    /// not exist on the target; it was relaxed to accept every device (a
+    /// warning).
+    pub const FSTAB_LVM_FILTER_RELAXED: &str = "fstab.lvm_filter_relaxed";
+    /// The LVM devices file (`/etc/lvm/devices/system.devices`) named the
+    /// source hardware; it was removed so that LVM scans every device (a
+    /// warning: `vgimportdevices -a` re-creates it).
+    pub const FSTAB_LVM_DEVICES_FILE_REMOVED: &str = "fstab.lvm_devices_file_removed";
+    /// An mdadm.conf `devices=` restriction or `DEVICE` line named source
+    /// devices and was relaxed (a warning).
+    pub const FSTAB_MDADM_RELAXED: &str = "fstab.mdadm_relaxed";
+    /// A storage configuration file other than /etc/fstab could not be read
+    /// and was skipped (a warning).
+    pub const FSTAB_UNREADABLE: &str = "fstab.unreadable";
+    /// The target storage controller's driver is in none of the guest
+    /// kernels that will boot (neither a module nor built in).
+    pub const PRECONDITION_DRIVER_MISSING: &str = "precondition.driver_missing";
+    /// A kernel lacks the target NIC's driver, or an older kernel lacks the
+    /// storage controller's driver (a warning).
+    pub const PRECONDITION_DRIVER_WARNING: &str = "precondition.driver_warning";
+    /// A kernel's modules could not be checked: no modules.dep,
+    /// modules.builtin or config file (a warning).
+    pub const PRECONDITION_UNVERIFIED: &str = "precondition.unverified";
+    /// A module the initramfs needs (root file system, dm, md, an extra
+    /// driver) is not among the kernel's modules: an error for the default
+    /// kernel, a warning for the others.
+    pub const INITRAMFS_MODULE_MISSING: &str = "initramfs.module_missing";
+    /// The guest has none of dracut, mkinitrd and update-initramfs.
+    pub const INITRAMFS_NO_TOOL: &str = "initramfs.no_tool";
+    /// An existing initramfs image could not be read or listed; it is
+    /// rebuilt (a warning).
+    pub const INITRAMFS_UNREADABLE: &str = "initramfs.unreadable";
 }
 
 /// One error of result.json's `errors` (and a step's `error`).
