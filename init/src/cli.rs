@@ -47,6 +47,20 @@ pub enum Cmd {
         #[arg(long)]
         no_commands: bool,
     },
+    /// Show what stage 1 would do to a mounted guest; writes nothing.
+    ///
+    /// Prints a unified diff of every file it would change and every
+    /// command it would run, step by step. Exit status: 0 planned, 1 the
+    /// inputs or the guest stop the run (the error is printed), 2 usage
+    /// error.
+    Plan {
+        /// The guest's root, mounted.
+        #[arg(long, value_name = "DIR")]
+        sysroot: PathBuf,
+        /// Where the three JSON files are.
+        #[arg(long, value_name = "DIR")]
+        fixup_dir: PathBuf,
+    },
     /// Restore the guest to what it was before stage 1.
     ///
     /// Every file stage 1 changed is restored byte for byte from its
@@ -97,6 +111,7 @@ pub fn dispatch(cmd: Cmd) -> i32 {
         } => run(&sysroot, &fixup_dir, no_commands),
         Cmd::Validate { fixup_dir } => validate(&fixup_dir),
         Cmd::Undo { sysroot } => undo(&sysroot),
+        Cmd::Plan { sysroot, fixup_dir } => plan(&sysroot, &fixup_dir),
     }
 }
 
@@ -161,6 +176,157 @@ fn run(sysroot: &Path, fixup_dir: &Path, no_commands: bool) -> i32 {
             EXIT_FAILED
         }
     }
+}
+
+fn plan(sysroot: &Path, fixup_dir: &Path) -> i32 {
+    use crate::engine::plan::{Edit, GuestFiles};
+    if let Some(code) = usage_dir("--fixup-dir", fixup_dir) {
+        return code;
+    }
+    if let Some(code) = usage_dir("--sysroot", sysroot) {
+        return code;
+    }
+    let inputs = match config::load_inputs(fixup_dir) {
+        Ok((inputs, _)) => inputs,
+        Err((errors, _)) => {
+            for e in &errors {
+                eprintln!("error: {}: {}", e.code, e.message);
+            }
+            return EXIT_FAILED;
+        }
+    };
+    let fail = |e: crate::error::FixupError| {
+        eprintln!("fixupctl: {}: {}", e.code, e.message);
+        EXIT_FAILED
+    };
+    let root = match crate::guestfs::GuestRoot::open(sysroot) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "fixupctl: cannot open the guest tree {}: {e}",
+                sysroot.display()
+            );
+            return EXIT_FAILED;
+        }
+    };
+    let info = match crate::detect::detect(&root) {
+        Ok((info, _)) => info,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = crate::detect::check_arch(&info.arch, crate::STACK_ARCH) {
+        return fail(e);
+    }
+    let agent = session::find_agent(&info.arch);
+    let plans = match crate::engine::stage1::plan_all(
+        &root,
+        &info,
+        &inputs,
+        agent.as_ref().map(|(_, b)| b.as_slice()),
+    ) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    println!(
+        "# {} ({} {}) at {}",
+        info.pretty_name,
+        info.os_id,
+        info.os_version,
+        sysroot.display()
+    );
+    let mut current: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
+    let old_of = |current: &mut std::collections::BTreeMap<String, Option<Vec<u8>>>,
+                  path: &str|
+     -> Option<Vec<u8>> {
+        current
+            .entry(path.to_string())
+            .or_insert_with(|| root.read_bytes(path, 1 << 30).ok().flatten())
+            .clone()
+    };
+    let mut updates: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    for (id, plan) in &plans {
+        println!(
+            "## {id}: {}",
+            if plan.summary.is_empty() {
+                "nothing to change"
+            } else {
+                &plan.summary
+            }
+        );
+        for w in &plan.warnings {
+            println!("# warning: {}: {}", w.code, w.message);
+        }
+        for edit in &plan.edits {
+            match edit {
+                Edit::Write { path, contents, .. } => {
+                    print_diff(path, old_of(&mut current, path).as_deref(), Some(contents));
+                    updates.push((path.clone(), Some(contents.clone())));
+                }
+                Edit::Remove { path } => {
+                    print_diff(path, old_of(&mut current, path).as_deref(), None);
+                    updates.push((path.clone(), None));
+                }
+                Edit::Rename { from, to, contents } => {
+                    println!("rename {from} -> {to}");
+                    print_diff(to, old_of(&mut current, from).as_deref(), Some(contents));
+                    updates.push((from.clone(), None));
+                    updates.push((to.clone(), Some(contents.clone())));
+                }
+                Edit::Symlink { path, target } => {
+                    let old = GuestFiles::read_link(&root, path);
+                    println!(
+                        "symlink {path}: {} -> {target}",
+                        old.as_deref().unwrap_or("(none)")
+                    );
+                }
+            }
+            for (p, c) in updates.drain(..) {
+                current.insert(p, c);
+            }
+        }
+        for c in &plan.commands {
+            println!(
+                "$ chroot {} {}",
+                sysroot.display(),
+                crate::runner::Command::new(&c.argv).display()
+            );
+            println!("#   {}", c.why);
+        }
+    }
+    EXIT_OK
+}
+
+/// Prints a unified diff of one file (old → new; `None` is missing).
+fn print_diff(path: &str, old: Option<&[u8]>, new: Option<&[u8]>) {
+    let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+    let (o, n) = (text(old), text(new));
+    let binary = |b: Option<&[u8]>| b.is_some_and(|b| b.contains(&0));
+    if binary(old) || binary(new) {
+        println!(
+            "binary {path}: {} -> {} bytes",
+            old.map_or(0, <[u8]>::len),
+            new.map_or(0, <[u8]>::len)
+        );
+        return;
+    }
+    let a = o.clone().unwrap_or_default();
+    let b = n.clone().unwrap_or_default();
+    let diff = similar::TextDiff::from_lines(&a, &b);
+    let old_name = if o.is_some() {
+        format!("a{path}")
+    } else {
+        "/dev/null".into()
+    };
+    let new_name = if n.is_some() {
+        format!("b{path}")
+    } else {
+        "/dev/null".into()
+    };
+    print!(
+        "{}",
+        diff.unified_diff()
+            .context_radius(3)
+            .header(&old_name, &new_name)
+    );
 }
 
 fn undo(sysroot: &Path) -> i32 {

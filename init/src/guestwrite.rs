@@ -380,7 +380,10 @@ impl<'a> GuestWriter<'a> {
         } else {
             format!("{dir_real}/{name}")
         };
-        let dfd = self.root.create_dir_all(&dir_real, 0o755).map_err(io_err(&real))?;
+        let dfd = self
+            .root
+            .create_dir_all(&dir_real, 0o755)
+            .map_err(io_err(&real))?;
         let before = match fstatat(&dfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Err(Errno::ENOENT) => None,
             Err(e) => return Err(nix_err(&real)(e)),
@@ -660,7 +663,13 @@ pub fn undo(root: &GuestRoot) -> Result<UndoReport, WriteError> {
         .filter(|c| seen.insert(c.path.clone()))
         .collect();
     for c in firsts.iter().rev() {
-        if let (Action::Modified, Some(FileState { link: Some(old), .. })) = (c.action, &c.before) {
+        if let (
+            Action::Modified,
+            Some(FileState {
+                link: Some(old), ..
+            }),
+        ) = (c.action, &c.before)
+        {
             let restored = split(&c.path).ok().and_then(|(dir, name)| {
                 let dfd = root.open_dir(dir).ok()?;
                 replace_with_symlink(&dfd, name, old).ok()
@@ -778,11 +787,18 @@ mod tests {
         let root = GuestRoot::open(d.path()).unwrap();
         let mut w = GuestWriter::open(&root, run()).unwrap();
         let dt = "/etc/systemd/system/default.target";
-        let r = w.set_symlink(dt, "/lib/systemd/system/rescue.target").unwrap();
+        let r = w
+            .set_symlink(dt, "/lib/systemd/system/rescue.target")
+            .unwrap();
         assert!(r.changed);
-        assert!(!w.set_symlink(dt, "/lib/systemd/system/rescue.target").unwrap().changed);
+        assert!(
+            !w.set_symlink(dt, "/lib/systemd/system/rescue.target")
+                .unwrap()
+                .changed
+        );
         let wants = "/etc/systemd/system/rescue.target.wants/osam-stage2.service";
-        w.set_symlink(wants, "/etc/systemd/system/osam-stage2.service").unwrap();
+        w.set_symlink(wants, "/etc/systemd/system/osam-stage2.service")
+            .unwrap();
         let link = fs::read_link(d.path().join(&dt[1..])).unwrap();
         assert_eq!(link.to_str(), Some("/lib/systemd/system/rescue.target"));
         let report = undo(&root).unwrap();

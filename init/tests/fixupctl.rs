@@ -108,7 +108,29 @@ fn run_without_commands_on_a_debian_tree_detects_it() {
     write(r, "etc/fstab", "/dev/sda1 / ext4 errors=remount-ro 0 1\n");
     write(r, "boot/grub/grub.cfg", "menuentry 'Debian' {}\n");
     write(r, "boot/vmlinuz-6.1.0-50-amd64", "");
-    write(r, "lib/modules/6.1.0-50-amd64/modules.dep", "");
+    write(
+        r,
+        "lib/modules/6.1.0-50-amd64/modules.dep",
+        "kernel/drivers/scsi/vmw_pvscsi.ko:\nkernel/drivers/scsi/sd_mod.ko:\n\
+         kernel/fs/ext4/ext4.ko: kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\n\
+         kernel/fs/mbcache.ko:\nkernel/fs/jbd2/jbd2.ko:\n\
+         kernel/drivers/net/vmxnet3/vmxnet3.ko:\nkernel/drivers/md/dm-mod.ko:\n",
+    );
+    write(r, "etc/initramfs-tools/initramfs.conf", "MODULES=list\n");
+    write(r, "usr/sbin/update-initramfs", "");
+    write(r, "usr/sbin/mkinitramfs", "");
+    write(r, "usr/sbin/grub-install", "");
+    write(r, "usr/sbin/grub-mkconfig", "");
+    write(
+        r,
+        "etc/default/grub",
+        "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n",
+    );
+    write(
+        r,
+        "etc/network/interfaces",
+        "auto lo\niface lo inet loopback\n\nallow-hotplug ens192\niface ens192 inet dhcp\n",
+    );
     fs::create_dir_all(r.join("lib/systemd")).unwrap();
     write(r, "lib/systemd/systemd", "");
     let out = Command::new(FIXUPCTL)
@@ -130,7 +152,57 @@ fn run_without_commands_on_a_debian_tree_detects_it() {
         .iter()
         .map(|s| s["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids[..3], ["validate", "storage", "detect"]);
+    assert_eq!(
+        ids,
+        [
+            "validate",
+            "storage",
+            "detect",
+            "preconditions",
+            "fstab",
+            "network",
+            "stage2",
+            "initramfs",
+            "bootloader"
+        ]
+    );
+    // --no-commands: the commands are listed, not run.
+    let cmds: Vec<&serde_json::Value> = res["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["commands"].as_array().unwrap())
+        .collect();
+    assert!(!cmds.is_empty());
+    assert!(
+        cmds.iter()
+            .all(|c| c["ran"] == false && c.get("exitCode").is_none())
+    );
+    assert!(
+        cmds.iter()
+            .any(|c| c["argv"][0].as_str().unwrap().ends_with("update-initramfs")),
+        "{cmds:?}"
+    );
+    // The files really changed, and undo puts them back.
+    let fstab = fs::read_to_string(r.join("etc/fstab")).unwrap();
+    assert!(fstab.starts_with("UUID="), "{fstab}");
+    let interfaces = fs::read_to_string(r.join("etc/network/interfaces")).unwrap();
+    assert!(interfaces.contains("iface eth0 inet dhcp"), "{interfaces}");
+    let out = Command::new(FIXUPCTL)
+        .args(["undo", "--sysroot"])
+        .arg(r)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        fs::read_to_string(r.join("etc/fstab")).unwrap(),
+        "/dev/sda1 / ext4 errors=remount-ro 0 1\n"
+    );
+    assert!(
+        fs::read_to_string(r.join("etc/network/interfaces"))
+            .unwrap()
+            .contains("iface ens192 inet dhcp")
+    );
     let progress = fs::read_to_string(fixup.path().join("progress.txt")).unwrap();
     assert!(progress.contains("detect: unchanged:"), "{progress}");
 }

@@ -136,9 +136,10 @@ mod tests {
 
     #[test]
     fn later_reads_see_earlier_edits() {
-        let base = MemFiles::new()
-            .with("/etc/fstab", "old\n")
-            .with("/etc/sysconfig/network-scripts/ifcfg-ens192", "DEVICE=ens192\n");
+        let base = MemFiles::new().with("/etc/fstab", "old\n").with(
+            "/etc/sysconfig/network-scripts/ifcfg-ens192",
+            "DEVICE=ens192\n",
+        );
         let mut o = Overlay::new(&base);
         o.apply(&Edit::write("/etc/fstab", "new\n"));
         o.apply(&Edit::Rename {

@@ -215,6 +215,10 @@ fn run_on_guest(
         Ok((StepOutcome::unchanged(summary), (root, info)))
     })?;
     let (root, info) = guest;
+    let agent = find_agent(&info.arch);
+    if let Some((path, _)) = &agent {
+        reporter.log(&format!("stage-2 agent: {}", path.display()));
+    }
     engine::stage1::run(
         reporter,
         runner,
@@ -225,8 +229,37 @@ fn run_on_guest(
             info: &info,
             inputs,
             offline: opts.offline,
+            agent: agent.as_ref().map(|(_, b)| b.as_slice()),
         },
     )
+}
+
+/// The stage-2 agent for a guest architecture: in the stack
+/// (`/opt/osam/bin/osam-stage2-<arch>`, or `osam-stage2` for the stack's
+/// own arch), or beside the running program (`fixupctl` on a workstation).
+pub fn find_agent(guest_arch: &str) -> Option<(PathBuf, Vec<u8>)> {
+    let mut dirs = vec![PathBuf::from("/opt/osam/bin")];
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        dirs.push(dir);
+    }
+    let mut names = vec![format!("osam-stage2-{guest_arch}")];
+    if guest_arch == crate::STACK_ARCH {
+        names.push("osam-stage2".to_string());
+    }
+    for d in &dirs {
+        for n in &names {
+            let p = d.join(n);
+            if let Ok(bytes) = std::fs::read(&p) {
+                if !bytes.is_empty() {
+                    return Some((p, bytes));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Warnings where the manager's hints (`source.*`) disagree with what is
