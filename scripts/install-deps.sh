@@ -6,7 +6,9 @@ set -euo pipefail
 
 PACKAGES=(
     qemu-system-x86   # boot tests under TCG
-    ovmf              # UEFI firmware for the boot tests
+    ovmf              # UEFI firmware (x64) for the boot tests
+    ovmf-ia32         # UEFI firmware (ia32) for the i686 boot test
+    fdisk             # sfdisk: checking the partition table
     qemu-utils        # qemu-img: image checks
     cpio              # inspecting initramfs images in tests
     xz-utils zstd     # test vectors, inspecting archives
