@@ -8,6 +8,12 @@
 # nothing. Downloads land in a temporary folder and are renamed into place,
 # so an interrupted run never leaves a partial file in the cache. The last
 # line on stdout is the cache folder; everything else goes to stderr.
+#
+# The stack's tools are the pins marked '# root' and their libraries the
+# pins of the generated '# >>> closure' block (scripts/update-pins.sh); all
+# are plain pins here, fetched at exactly their versions. A failing
+# 'apt-get update' (an index that does not download) is only a warning: the
+# pins are checked against the lists apt has.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,7 +21,7 @@ PINS=${OSAM_PINS:-$ROOT/image/pins.txt}
 ARCH=all
 
 usage() {
-	sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+	sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 say() { printf 'fetch-inputs: %s\n' "$*" >&2; }
 die() {
@@ -38,6 +44,9 @@ amd64 | i386 | all) ;;
 *) die "unknown --arch '$ARCH' (amd64, i386 or all)" ;;
 esac
 [ -r "$PINS" ] || die "cannot read the pins file $PINS"
+if grep -q '#[[:space:]]*root\b' "$PINS" && ! grep -q '^# >>> closure' "$PINS"; then
+	say "warning: $PINS marks root pins but has no closure block; run scripts/update-pins.sh"
+fi
 
 CACHE_ROOT=${XDG_CACHE_HOME:-$HOME/.cache}/osam/debs
 HASH=$(sha256sum "$PINS" | cut -c1-16)

@@ -9,9 +9,12 @@
 pub mod compression;
 pub mod cpio;
 pub mod deb;
+pub mod disk;
 pub mod kernel;
+pub mod kernel_config;
 pub mod ova;
 pub mod pins;
 pub mod qcow2;
+pub mod stack;
 pub mod vmdk;
 pub mod xz;
