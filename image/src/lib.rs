@@ -18,3 +18,5 @@ pub mod qcow2;
 pub mod stack;
 pub mod vmdk;
 pub mod xz;
+pub mod build;
+pub mod inspect;

@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, RenameFlags, renameat2};
+use nix::fcntl::{AtFlags, OFlag, renameat};
 use nix::sys::stat::{Mode, fchmod, fstatat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
 use serde::{Deserialize, Serialize};
@@ -613,7 +613,7 @@ fn write_file_at(
             set_label(&fd, l);
         }
         f.sync_all().map_err(io_err(path))?;
-        renameat2(&dfd, tmp.as_str(), &dfd, name, RenameFlags::empty()).map_err(nix_err(path))?;
+        renameat(&dfd, tmp.as_str(), &dfd, name).map_err(nix_err(path))?;
         nix::unistd::fsync(dfd.as_fd()).map_err(nix_err(path))?;
         Ok(())
     })();
@@ -628,7 +628,7 @@ fn replace_with_symlink(dfd: &OwnedFd, name: &str, target: &str) -> Result<(), E
     let tmp = format!(".{name}.osam-tmp");
     let _ = unlinkat(dfd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
     nix::unistd::symlinkat(target, dfd, tmp.as_str())?;
-    if let Err(e) = renameat2(dfd, tmp.as_str(), dfd, name, RenameFlags::empty()) {
+    if let Err(e) = renameat(dfd, tmp.as_str(), dfd, name) {
         let _ = unlinkat(dfd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         return Err(e);
     }
@@ -728,13 +728,7 @@ pub fn undo(root: &GuestRoot) -> Result<UndoReport, WriteError> {
         }
     }
     let dfd = root.open_dir(DATA_DIR).map_err(io_err(DATA_DIR))?;
-    renameat2(
-        &dfd,
-        "manifest.json",
-        &dfd,
-        "manifest.undone.json",
-        RenameFlags::empty(),
-    )
+    renameat(&dfd, "manifest.json", &dfd, "manifest.undone.json")
     .map_err(nix_err(MANIFEST))?;
     let _ = nix::unistd::fsync(dfd.as_fd());
     Ok(report)
