@@ -220,6 +220,9 @@ impl Loader {
                 Err(e) if e.is_already_loaded() => {
                     self.loaded.insert(module);
                 }
+                Err(e) if e.is_not_applicable() && module != name => {
+                    debug(format!("module {module} does not apply here: {e}"));
+                }
                 Err(e) => {
                     warn(format!("module {module} failed to load: {e}"));
                     self.note_failure(&module, &e, failures);

@@ -65,6 +65,19 @@ pub enum KmodError {
 impl KmodError {
     /// Whether this is the kernel saying the module is already loaded,
     /// which counts as success.
+    /// Whether the kernel says the hardware or CPU feature the module is
+    /// for is absent (ENODEV), as for `crct10dif_pclmul` on a CPU without
+    /// PCLMUL: expected, not worth a warning.
+    pub fn is_not_applicable(&self) -> bool {
+        matches!(
+            self,
+            KmodError::Insert {
+                errno: nix::errno::Errno::ENODEV,
+                ..
+            }
+        )
+    }
+
     pub fn is_already_loaded(&self) -> bool {
         matches!(
             self,

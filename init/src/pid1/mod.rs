@@ -130,9 +130,6 @@ fn load_modules() -> Loader {
     if !report.loaded.is_empty() {
         logging::debug(format!("loaded: {}", report.loaded.join(" ")));
     }
-    for (m, e) in &report.failed {
-        logging::warn(format!("module {m}: {e}"));
-    }
     loader
 }
 
