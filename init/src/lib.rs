@@ -20,6 +20,7 @@ pub mod pid1;
 pub mod protocol;
 pub mod reaper;
 pub mod runner;
+pub mod stage2;
 pub mod storage;
 pub mod timefmt;
 

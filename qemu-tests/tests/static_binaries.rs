@@ -44,14 +44,14 @@ fn check(arch: Arch, name: &str) {
 
 #[test]
 fn x86_64_binaries_are_static() {
-    for name in ["osam-init", "fixupctl"] {
+    for name in ["osam-init", "fixupctl", "osam-stage2"] {
         check(Arch::X86_64, name);
     }
 }
 
 #[test]
 fn i686_binaries_are_static() {
-    for name in ["osam-init", "fixupctl"] {
+    for name in ["osam-init", "fixupctl", "osam-stage2"] {
         check(Arch::I686, name);
     }
 }

@@ -138,6 +138,14 @@ pub fn selinux_set(text: &str, mode: &str) -> String {
     out
 }
 
+/// Saves an original for stage 2, once: a second stage 1 must not save
+/// what the first one made (single-user mode) as the original.
+fn save_once(files: &dyn GuestFiles, plan: &mut Plan, path: &str, contents: impl Into<Vec<u8>>) {
+    if !files.exists(path) {
+        plan.edits.push(Edit::write(path, contents));
+    }
+}
+
 fn first_existing<'a>(files: &dyn GuestFiles, paths: &[&'a str]) -> Option<&'a str> {
     paths.iter().copied().find(|p| files.exists(p))
 }
@@ -169,8 +177,7 @@ pub fn plan_with_agent(ctx: &PlanCtx, agent: Option<&[u8]>) -> Result<Plan, Fixu
     match ctx.info.init_system {
         InitSystem::Systemd => {
             let old = files.read_link(DEFAULT_TARGET).unwrap_or_default();
-            plan.edits
-                .push(Edit::write(SAVED_TARGET, format!("{old}\n")));
+            save_once(files, &mut plan, SAVED_TARGET, format!("{old}\n"));
             let rescue = first_existing(
                 files,
                 &[
@@ -202,7 +209,7 @@ pub fn plan_with_agent(ctx: &PlanCtx, agent: Option<&[u8]>) -> Result<Plan, Fixu
                 .read("/etc/inittab")
                 .map_err(|e| io_error("/etc/inittab", e))?
             {
-                plan.edits.push(Edit::write(SAVED_INITTAB, text.clone()));
+                save_once(files, &mut plan, SAVED_INITTAB, text.clone());
                 if let Some((new, old)) = inittab_single_user(&text) {
                     switch_edits.push(Edit::write("/etc/inittab", new));
                     switched.push(format!("run level {old} -> 1 (/etc/inittab)"));
@@ -210,7 +217,7 @@ pub fn plan_with_agent(ctx: &PlanCtx, agent: Option<&[u8]>) -> Result<Plan, Fixu
             }
             let rcs = "/etc/init/rc-sysinit.conf";
             if let Some(text) = files.read(rcs).map_err(|e| io_error(rcs, e))? {
-                plan.edits.push(Edit::write(SAVED_RC_SYSINIT, text.clone()));
+                save_once(files, &mut plan, SAVED_RC_SYSINIT, text.clone());
                 if switch_edits.is_empty() {
                     if let Some((new, old)) = rc_sysinit_single_user(&text) {
                         switch_edits.push(Edit::write(rcs, new));
@@ -267,8 +274,7 @@ pub fn plan_with_agent(ctx: &PlanCtx, agent: Option<&[u8]>) -> Result<Plan, Fixu
         .map_err(|e| io_error(selinux_config, e))?;
     if let Some(text) = &selinux {
         let mode = selinux_mode(text).unwrap_or_else(|| "disabled".into());
-        plan.edits
-            .push(Edit::write(SAVED_SELINUX, format!("{mode}\n")));
+        save_once(files, &mut plan, SAVED_SELINUX, format!("{mode}\n"));
         if mode != "disabled" {
             if will_switch && mode == "enforcing" {
                 plan.edits
@@ -492,6 +498,18 @@ mod tests {
                 .all(|e| !matches!(e, Edit::Symlink { .. }))
         );
         assert!(written(&plan, AGENT).is_none());
+    }
+
+    #[test]
+    fn a_second_run_keeps_the_first_saved_originals() {
+        let files = MemFiles::new()
+            .with_link(DEFAULT_TARGET, "/usr/lib/systemd/system/rescue.target")
+            .with(SAVED_TARGET, "/usr/lib/systemd/system/graphical.target\n")
+            .with(SAVED_SELINUX, "enforcing\n")
+            .with("/etc/selinux/config", "SELINUX=permissive\n");
+        let plan = plan_for(&files, InitSystem::Systemd, true, Some(b"x"));
+        assert!(written(&plan, SAVED_TARGET).is_none());
+        assert!(written(&plan, SAVED_SELINUX).is_none());
     }
 
     #[test]
