@@ -33,10 +33,11 @@ stack: deps
 ## image: both stacks into $(OUT)/.
 image: deps inputs stack build
 	@mkdir -p $(OUT)
-	@for a in $(ARCHES); do \
-	  target/release/osam-image build --arch $$a --out $(OUT) || exit 1; \
+	@inputs=$$(scripts/fetch-inputs.sh --arch all | tail -n 1); \
+	for a in $(ARCHES); do \
+	  target/release/osam-image build --arch $$a --format vmdk --inputs "$$inputs" --out $(OUT) || exit 1; \
 	done
-	@cd $(OUT) && sha256sum $$(find . -type f ! -name SHA256SUMS | sort) > SHA256SUMS
+	@cd $(OUT) && rm -f SHA256SUMS && sha256sum $$(find . -maxdepth 1 -type f ! -name SHA256SUMS ! -name '.*' -printf '%P\n' | sort) > SHA256SUMS
 	@echo "image: $(OUT)/ ready"; ls -l $(OUT)
 
 ## lint: formatting and clippy, warnings are errors.
