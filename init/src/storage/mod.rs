@@ -3,3 +3,6 @@
 //! own disk by its GPT GUID.
 
 pub mod discover;
+pub mod devlinks;
+pub mod partition;
+pub mod probe;
