@@ -728,8 +728,7 @@ pub fn undo(root: &GuestRoot) -> Result<UndoReport, WriteError> {
         }
     }
     let dfd = root.open_dir(DATA_DIR).map_err(io_err(DATA_DIR))?;
-    renameat(&dfd, "manifest.json", &dfd, "manifest.undone.json")
-    .map_err(nix_err(MANIFEST))?;
+    renameat(&dfd, "manifest.json", &dfd, "manifest.undone.json").map_err(nix_err(MANIFEST))?;
     let _ = nix::unistd::fsync(dfd.as_fd());
     Ok(report)
 }

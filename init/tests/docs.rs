@@ -16,5 +16,8 @@ fn every_code_is_documented() {
         .iter()
         .filter(|c| !doc.contains(&format!("`{c}`")))
         .collect();
-    assert!(missing.is_empty(), "codes missing from docs/protocol.md: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "codes missing from docs/protocol.md: {missing:?}"
+    );
 }

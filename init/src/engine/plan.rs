@@ -280,6 +280,9 @@ pub struct PlanCtx<'a> {
     pub identity: &'a crate::engine::identity::IdentityMap,
     /// The stack's architecture (`x86_64` or `i686`).
     pub stack_arch: &'a str,
+    /// The boot replica's device as the stack sees it (`/dev/sda`), where
+    /// PID 1 found it; `None` offline.
+    pub boot_device: Option<&'a str>,
 }
 
 /// A fixup planner.

@@ -29,6 +29,10 @@ pub struct Guest<'a> {
     pub offline: bool,
     /// The stage-2 agent to install, for the guest's architecture.
     pub agent: Option<&'a [u8]>,
+    /// What PID 1 probed on the replicas (empty offline).
+    pub probed: &'a [crate::engine::identity::ProbedFs],
+    /// The boot replica's device in the stack.
+    pub boot_device: Option<&'a str>,
 }
 
 /// One fixup step.
@@ -102,9 +106,10 @@ pub fn plan_step(
 /// Builds the identity map for a guest (warnings returned).
 pub fn identity_for(
     inputs: &Inputs,
+    probed: &[crate::engine::identity::ProbedFs],
     files: &dyn GuestFiles,
 ) -> (IdentityMap, Vec<crate::error::Warning>) {
-    IdentityMap::build(inputs, &[], files)
+    IdentityMap::build(inputs, probed, files)
 }
 
 /// Runs the fixups after step `first` of `total`. Stops at the first
@@ -117,7 +122,7 @@ pub fn run(
     guest: &Guest,
 ) -> Result<(), FixupError> {
     let sysroot: &Path = guest.root.root_path();
-    let (identity, warnings) = identity_for(guest.inputs, guest.root);
+    let (identity, warnings) = identity_for(guest.inputs, guest.probed, guest.root);
     for w in warnings {
         let mut w = w;
         w.step.get_or_insert_with(|| "fstab".to_string());
@@ -155,6 +160,7 @@ pub fn run(
                     inputs: guest.inputs,
                     identity: &identity,
                     stack_arch: crate::STACK_ARCH,
+                    boot_device: guest.boot_device,
                 };
                 let plan = plan_step(def.id, &pctx, &changed, guest.agent)?;
                 let outcome = apply(ctx, &mut writer, &plan, sysroot, def.failure_code)?;
@@ -183,7 +189,7 @@ pub fn plan_all(
     inputs: &Inputs,
     agent: Option<&[u8]>,
 ) -> Result<Vec<(&'static str, Plan)>, FixupError> {
-    let (identity, _) = identity_for(inputs, root);
+    let (identity, _) = identity_for(inputs, &[], root);
     let mut overlay = Overlay::new(root);
     let mut changed: Vec<String> = Vec::new();
     let mut plans = Vec::new();
@@ -195,6 +201,7 @@ pub fn plan_all(
                 inputs,
                 identity: &identity,
                 stack_arch: crate::STACK_ARCH,
+                boot_device: None,
             };
             plan_step(def.id, &pctx, &changed, agent).map_err(|e| e.in_step(def.id))?
         };

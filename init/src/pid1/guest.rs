@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags, umount2};
 
+use crate::engine::identity::ProbedFs;
 use crate::engine::{StepCtx, StepOutcome};
 use crate::error::{FixupError, codes};
 use crate::logging;
@@ -15,6 +16,7 @@ use crate::pid1::mounts::mount_one;
 use crate::protocol::config::Inputs;
 use crate::protocol::report::Reporter;
 use crate::protocol::session::{Attached, GuestProvider};
+use crate::storage::devlinks;
 use crate::storage::discover::{self, Address, Disk};
 
 pub const SYSROOT: &str = "/sysroot";
@@ -197,6 +199,70 @@ impl GuestProvider for StackGuest {
             )));
         }
 
+        // The /dev/disk/by-* links the guest's tools read (no udev here),
+        // and the target identities for the identity map.
+        let facts = devlinks::facts_from_sysfs(&self.sysfs, Path::new("/dev"), &disks);
+        let links = devlinks::plan(&facts);
+        for w in links
+            .warnings
+            .iter()
+            .chain(facts.iter().flat_map(|f| f.warnings.iter()))
+        {
+            ctx.reporter.log(&format!("devlinks: {w}"));
+        }
+        match devlinks::create_links(Path::new("/dev"), &links.links) {
+            Ok(n) => ctx.reporter.log(&format!("created {n} /dev/disk links")),
+            Err(e) => ctx.warn(codes::GUEST_IO, format!("creating /dev/disk links: {e}")),
+        }
+        let mut probed = Vec::new();
+        for (i, _, _) in &wanted {
+            let Some((_, disk)) = found
+                .iter()
+                .find(|(d, _)| std::ptr::eq(*d, &inputs.disks.disks[*i]))
+            else {
+                continue;
+            };
+            let Some(f) = facts.iter().find(|f| f.name == disk.name) else {
+                continue;
+            };
+            if let Some(fs) = &f.fs {
+                probed.push(ProbedFs {
+                    disk_index: *i,
+                    partition: None,
+                    target_device: Some(format!("/dev/{}", f.name)),
+                    fs_type: Some(fs.fs_type.clone()),
+                    uuid: fs.uuid.clone(),
+                    partuuid: None,
+                    label: fs.label.clone(),
+                });
+            }
+            for p in &f.partitions {
+                probed.push(ProbedFs {
+                    disk_index: *i,
+                    partition: Some(p.number),
+                    target_device: Some(format!("/dev/{}", p.name)),
+                    fs_type: p.fs.as_ref().map(|f| f.fs_type.clone()),
+                    uuid: p.fs.as_ref().and_then(|f| f.uuid.clone()),
+                    partuuid: p.partuuid.clone(),
+                    label: p.fs.as_ref().and_then(|f| f.label.clone()),
+                });
+            }
+        }
+        for p in &probed {
+            ctx.reporter.log(&format!(
+                "probed {}: {} UUID={} LABEL={}",
+                p.target_device.as_deref().unwrap_or("?"),
+                p.fs_type.as_deref().unwrap_or("-"),
+                p.uuid.as_deref().unwrap_or("-"),
+                p.label.as_deref().unwrap_or("-")
+            ));
+        }
+        let boot_index = inputs.disks.disks.iter().position(|d| d.boot).unwrap_or(0);
+        let boot_device = found
+            .iter()
+            .find(|(d, _)| std::ptr::eq(*d, &inputs.disks.disks[boot_index]))
+            .map(|(_, disk)| format!("/dev/{}", disk.name));
+
         // 2. The root: the partition the map says is "/", else the one
         //    tree on the replicas that looks like an OS root.
         let mut candidates: Vec<String> = Vec::new();
@@ -304,14 +370,94 @@ impl GuestProvider for StackGuest {
             })?;
         self.mounted.push(sysroot.to_path_buf());
         ctx.progress(&format!("mounted {root} ({fs}) at {SYSROOT}"));
+
+        // 3. The guest's own fstab mounts below it, then what the chroot
+        //    needs from the stack.
+        let fstab = std::fs::read_to_string(sysroot.join("etc/fstab")).unwrap_or_default();
+        let source_devices: Vec<(String, String)> = inputs
+            .disks
+            .disks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| {
+                let probed = &probed;
+                d.partitions.iter().filter_map(move |p| {
+                    let src = p.source_device.clone()?;
+                    let target = probed
+                        .iter()
+                        .find(|f| f.disk_index == i && f.partition == Some(p.number))?
+                        .target_device
+                        .clone()?;
+                    Some((src, target))
+                })
+            })
+            .collect();
+        let mut sub = Vec::new();
+        for entry in guest_mounts(&fstab) {
+            let Some(dev) = resolve_spec(&entry.spec, &probed, &source_devices) else {
+                ctx.warn(
+                    codes::GUEST_IO,
+                    format!(
+                        "/etc/fstab: {} for {} is not on the replicas; not mounted",
+                        entry.spec, entry.target
+                    ),
+                );
+                continue;
+            };
+            let at = sysroot.join(entry.target.trim_start_matches('/'));
+            let fstype = (entry.fstype != "auto").then_some(entry.fstype.as_str());
+            match mount_one(&dev, &at, fstype, MsFlags::empty(), entry.data.as_deref()) {
+                Ok(()) => {
+                    self.mounted.push(at.clone());
+                    sub.push(format!("{} ({dev})", entry.target));
+                    ctx.reporter
+                        .log(&format!("mounted {dev} at {}", at.display()));
+                }
+                Err(e) => ctx.warn(codes::GUEST_IO, format!("/etc/fstab {}: {e}", entry.target)),
+            }
+        }
+        for (src, flags) in [
+            ("/dev", MsFlags::MS_BIND | MsFlags::MS_REC),
+            ("/proc", MsFlags::MS_BIND),
+            ("/sys", MsFlags::MS_BIND | MsFlags::MS_REC),
+            ("/run", MsFlags::MS_BIND),
+        ] {
+            let at = sysroot.join(&src[1..]);
+            match mount_one(src, &at, None, flags, None) {
+                Ok(()) => self.mounted.push(at),
+                Err(e) => ctx.warn(
+                    codes::GUEST_IO,
+                    format!("binding {src} into the guest: {e}"),
+                ),
+            }
+        }
+        if Path::new("/sys/firmware/efi").is_dir() {
+            let at = sysroot.join("sys/firmware/efi/efivars");
+            if mount_one("efivarfs", &at, Some("efivarfs"), MsFlags::empty(), None).is_ok() {
+                self.mounted.push(at);
+            }
+        }
+        if !sub.is_empty() {
+            ctx.progress(&format!(
+                "mounted from the guest's fstab: {}",
+                sub.join(", ")
+            ));
+        }
         Ok((
             StepOutcome::unchanged(format!(
-                "{} disk(s) found; root {root} ({fs}) mounted at {SYSROOT}",
-                found.len()
+                "{} disk(s) found; root {root} ({fs}) mounted at {SYSROOT}{}",
+                found.len(),
+                if sub.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with {}", sub.join(", "))
+                }
             )),
             Attached {
                 sysroot: sysroot.to_path_buf(),
                 root_device: Some(root),
+                probed,
+                boot_device,
             },
         ))
     }
@@ -320,7 +466,17 @@ impl GuestProvider for StackGuest {
         nix::unistd::sync();
         let mut failed = Vec::new();
         while let Some(m) = self.mounted.pop() {
-            match umount2(&m, MntFlags::empty()) {
+            // The stack's own trees bound into the guest go lazily; the
+            // guest's file systems must unmount for real.
+            let stack_tree = ["dev", "proc", "sys", "run"]
+                .iter()
+                .any(|d| m.starts_with(Path::new(SYSROOT).join(d)));
+            let flags = if stack_tree {
+                MntFlags::MNT_DETACH
+            } else {
+                MntFlags::empty()
+            };
+            match umount2(&m, flags) {
                 Ok(()) => reporter.log(&format!("unmounted {}", m.display())),
                 Err(e) => {
                     logging::warn(format!(
@@ -352,5 +508,166 @@ impl GuestProvider for StackGuest {
                 ),
             ))
         }
+    }
+}
+
+/// A mount of the guest's fstab that stage 1 needs below /sysroot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestMount {
+    pub spec: String,
+    pub target: String,
+    pub fstype: String,
+    /// mount(2) data: the options a file system needs to find the right
+    /// tree (btrfs `subvol=`/`subvolid=`).
+    pub data: Option<String>,
+}
+
+/// The entries of a guest fstab to mount for stage 1, in order: local
+/// file systems other than the root, swap, `noauto` and network ones.
+pub fn guest_mounts(fstab: &str) -> Vec<GuestMount> {
+    const SKIP_FS: &[&str] = &[
+        "swap",
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smbfs",
+        "sshfs",
+        "tmpfs",
+        "proc",
+        "sysfs",
+        "devpts",
+        "devtmpfs",
+        "none",
+        "bind",
+        "iso9660",
+        "udf",
+        "9p",
+        "fuse",
+        "glusterfs",
+        "ceph",
+    ];
+    let mut out = Vec::new();
+    for line in fstab.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 3 {
+            continue;
+        }
+        let target = crate::pid1::mounts::unescape_octal(f[1]);
+        let opts = f.get(3).copied().unwrap_or("defaults");
+        let opt_list: Vec<&str> = opts.split(',').collect();
+        if target == "/"
+            || !target.starts_with('/')
+            || target.split('/').any(|c| c == "..")
+            || SKIP_FS.contains(&f[2])
+            || f[2].starts_with("fuse")
+            || opt_list
+                .iter()
+                .any(|o| *o == "noauto" || *o == "bind" || *o == "rbind" || *o == "_netdev")
+        {
+            continue;
+        }
+        let data: Vec<&str> = opt_list
+            .iter()
+            .copied()
+            .filter(|o| o.starts_with("subvol=") || o.starts_with("subvolid="))
+            .collect();
+        out.push(GuestMount {
+            spec: crate::pid1::mounts::unescape_octal(f[0]),
+            target,
+            fstype: f[2].to_string(),
+            data: (!data.is_empty()).then(|| data.join(",")),
+        });
+    }
+    // Parents before children.
+    out.sort_by_key(|m| m.target.matches('/').count());
+    out
+}
+
+/// The stack's device for an fstab device spec: by UUID, LABEL or PARTUUID
+/// among the probed file systems, a source device name through the
+/// replica map, or a /dev path that exists in the stack.
+pub fn resolve_spec(
+    spec: &str,
+    probed: &[ProbedFs],
+    source_devices: &[(String, String)],
+) -> Option<String> {
+    let unquote = |v: &str| v.trim_matches('"').to_string();
+    let by = |get: &dyn Fn(&ProbedFs) -> Option<&String>, v: &str| {
+        probed
+            .iter()
+            .find(|p| get(p).is_some_and(|x| x.eq_ignore_ascii_case(v)))
+            .and_then(|p| p.target_device.clone())
+    };
+    if let Some(v) = spec.strip_prefix("UUID=") {
+        return by(&|p| p.uuid.as_ref(), &unquote(v));
+    }
+    if let Some(v) = spec.strip_prefix("LABEL=") {
+        return by(&|p| p.label.as_ref(), &unquote(v));
+    }
+    if let Some(v) = spec.strip_prefix("PARTUUID=") {
+        return by(&|p| p.partuuid.as_ref(), &unquote(v));
+    }
+    if let Some(v) = spec.strip_prefix("/dev/disk/by-uuid/") {
+        return by(&|p| p.uuid.as_ref(), v);
+    }
+    if let Some((_, t)) = source_devices.iter().find(|(s, _)| s == spec) {
+        return Some(t.clone());
+    }
+    (spec.starts_with("/dev/") && Path::new(spec).exists()).then(|| spec.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_mounts_in_order_with_what_to_skip() {
+        let fstab = "# comment\nUUID=a / ext4 defaults 0 1\n\
+                     UUID=c /boot/efi vfat umask=0077 0 1\n\
+                     UUID=b /boot xfs defaults 0 2\n\
+                     /dev/sda3 none swap sw 0 0\n\
+                     srv:/x /mnt/nfs nfs defaults 0 0\n\
+                     LABEL=data /data btrfs subvol=@data,compress=zstd 0 0\n\
+                     /dev/sdb1 /noauto ext4 noauto 0 0\n\
+                     /srv /bound none bind 0 0\n\
+                     tmpfs /tmp tmpfs defaults 0 0\n";
+        let m = guest_mounts(fstab);
+        let targets: Vec<&str> = m.iter().map(|m| m.target.as_str()).collect();
+        assert_eq!(targets, ["/boot", "/data", "/boot/efi"]);
+        assert_eq!(m[1].data.as_deref(), Some("subvol=@data"));
+    }
+
+    #[test]
+    fn specs_resolve_through_probes_and_the_map() {
+        let probed = vec![ProbedFs {
+            disk_index: 0,
+            partition: Some(1),
+            target_device: Some("/dev/sdb1".into()),
+            fs_type: Some("ext4".into()),
+            uuid: Some("0b6c".into()),
+            partuuid: Some("abcd-01".into()),
+            label: Some("boot".into()),
+        }];
+        let map = vec![("/dev/sda1".to_string(), "/dev/sdb1".to_string())];
+        for spec in [
+            "UUID=0B6C",
+            "UUID=\"0b6c\"",
+            "LABEL=boot",
+            "PARTUUID=abcd-01",
+            "/dev/disk/by-uuid/0b6c",
+            "/dev/sda1",
+        ] {
+            assert_eq!(
+                resolve_spec(spec, &probed, &map).as_deref(),
+                Some("/dev/sdb1"),
+                "{spec}"
+            );
+        }
+        assert_eq!(resolve_spec("UUID=none", &probed, &map), None);
+        assert_eq!(resolve_spec("/dev/osam-nonexistent", &probed, &map), None);
     }
 }

@@ -37,6 +37,10 @@ pub struct Attached {
     pub sysroot: PathBuf,
     /// The guest's root device as the guest names it, where known.
     pub root_device: Option<String>,
+    /// The file systems probed on the replicas (PID 1; empty offline).
+    pub probed: Vec<crate::engine::identity::ProbedFs>,
+    /// The boot replica's device in the stack (`/dev/sda`).
+    pub boot_device: Option<String>,
 }
 
 /// A guest tree that is already mounted (`fixupctl run --sysroot`).
@@ -64,6 +68,8 @@ impl GuestProvider for MountedTree {
             Attached {
                 sysroot: self.sysroot.clone(),
                 root_device: None,
+                probed: Vec::new(),
+                boot_device: None,
             },
         ))
     }
@@ -230,6 +236,8 @@ fn run_on_guest(
             inputs,
             offline: opts.offline,
             agent: agent.as_ref().map(|(_, b)| b.as_slice()),
+            probed: &attached.probed,
+            boot_device: attached.boot_device.as_deref(),
         },
     )
 }

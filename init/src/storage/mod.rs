@@ -2,7 +2,7 @@
 //! controller address (PROTOCOL.md, replica-disk-map.json) and the stack's
 //! own disk by its GPT GUID.
 
-pub mod discover;
 pub mod devlinks;
+pub mod discover;
 pub mod partition;
 pub mod probe;

@@ -986,6 +986,7 @@ mod tests {
             inputs: &inputs,
             identity: &identity,
             stack_arch: "x86_64",
+            boot_device: None,
         };
         let plan = super::plan(&ctx).expect("plan");
         let mut after = files.clone();
@@ -1525,6 +1526,7 @@ mod tests {
             inputs: &inputs,
             identity: &identity,
             stack_arch: "x86_64",
+            boot_device: None,
         };
         assert_eq!(super::plan(&ctx).unwrap_err().code, codes::GUEST_IO);
     }

@@ -192,6 +192,7 @@ mod tests {
                 inputs: &inputs,
                 identity: &identity,
                 stack_arch: "x86_64",
+                boot_device: None,
             };
             match plan(&ctx) {
                 Ok(p) => {

@@ -353,6 +353,7 @@ mod tests {
             inputs: &inputs,
             identity: &identity,
             stack_arch: "x86_64",
+            boot_device: None,
         };
         plan_with_agent(&ctx, agent).unwrap()
     }

@@ -86,6 +86,9 @@ fn read(files: &dyn GuestFiles, path: &str) -> Result<Option<String>, FixupError
 /// the fixup disk at scsi0:15). The second value says it was guessed. This
 /// is the one place to change.
 pub fn boot_device(ctx: &PlanCtx) -> (String, bool) {
+    if let Some(dev) = ctx.boot_device {
+        return (dev.to_string(), false);
+    }
     let disks = &ctx.inputs.disks;
     let disk = disks.boot_disk().or(disks.disks.first());
     let dev = match disk {

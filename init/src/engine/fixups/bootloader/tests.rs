@@ -90,6 +90,7 @@ fn run(files: &MemFiles, info: &GuestInfo, inputs: &Inputs) -> Result<Plan, Fixu
         inputs,
         identity: &identity,
         stack_arch: "x86_64",
+        boot_device: None,
     };
     plan(&ctx)
 }

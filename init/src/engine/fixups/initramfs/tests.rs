@@ -390,6 +390,7 @@ fn run(
         inputs: &inputs,
         identity: &identity,
         stack_arch: "x86_64",
+        boot_device: None,
     };
     let changed: Vec<String> = changed.iter().map(|s| s.to_string()).collect();
     plan_with_changes(&ctx, &changed)

@@ -88,6 +88,7 @@ fn run(files: &MemFiles, inputs: &Inputs, init: InitSystem) -> Plan {
         inputs,
         identity: &identity,
         stack_arch: "x86_64",
+        boot_device: None,
     };
     plan(&ctx).expect("plan")
 }
