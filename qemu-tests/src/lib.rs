@@ -8,8 +8,10 @@
 
 pub mod arch;
 pub mod error;
+pub mod image;
 pub mod manager;
 pub mod paths;
+pub mod serial;
 pub mod smoke;
 pub mod vm;
 

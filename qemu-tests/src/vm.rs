@@ -1,6 +1,13 @@
 //! A QEMU virtual machine under TCG, its serial console in a log file,
 //! killed when dropped.
 //!
+//! A VM boots either a kernel and initramfs directly (`-kernel`, the
+//! default) or a disk image through its firmware ([`VmConfig::disk`]:
+//! SeaBIOS, x64 OVMF or ia32 OVMF, the disk on pvscsi or AHCI). Its serial
+//! console is a log file, or an interactive unix socket whose output QEMU
+//! also writes to the log ([`VmConfig::interactive_serial`],
+//! [`Vm::serial_console`]).
+//!
 //! No VM outlives its test: [`Vm`]'s `Drop` kills and reaps QEMU, and QEMU
 //! is started with `PR_SET_PDEATHSIG` = `SIGKILL`, so that it dies with the
 //! thread that started it even where the test process is killed outright.
@@ -20,6 +27,7 @@ use serde_json::{Value, json};
 use crate::Arch;
 use crate::error::{Error, Result};
 use crate::paths::tail_lines;
+pub use crate::serial::SerialConsole;
 use crate::smoke::SmokeBoot;
 
 /// How many serial log lines an error shows.
@@ -48,6 +56,143 @@ pub struct VmConfig {
     pub qmp_socket: Option<PathBuf>,
     /// More QEMU arguments (disks, NICs, …).
     pub extra_args: Vec<OsString>,
+    /// Boot this disk through the firmware instead of `-kernel`; `kernel`,
+    /// `initrd` and `cmdline` are then unused (the disk's boot loader has
+    /// its own command line).
+    pub disk: Option<Disk>,
+    /// The firmware.
+    pub firmware: Firmware,
+    /// An interactive serial console: a unix socket (QEMU the server) at
+    /// this path; the guest's output is still logged to `serial_log`.
+    pub serial_socket: Option<PathBuf>,
+}
+
+/// The firmware of a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Firmware {
+    /// QEMU's default BIOS (SeaBIOS), machine `pc`.
+    #[default]
+    SeaBios,
+    /// Debian's x64 OVMF (`/usr/share/ovmf/OVMF.fd`, package `ovmf`) as
+    /// `-bios`, machine `pc`.
+    OvmfX64,
+    /// Debian's ia32 OVMF (package `ovmf-ia32`): the Secure Boot capable
+    /// build, which needs machine `q35,smm=on` and a secure pflash; `vars`
+    /// is a writable copy of its variable store (see
+    /// [`Firmware::ovmf_ia32`]). With the empty store Secure Boot is off.
+    OvmfIa32 {
+        /// The VM's own copy of `OVMF32_VARS_4M.fd`.
+        vars: PathBuf,
+    },
+}
+
+/// x64 OVMF.
+pub const OVMF_X64: &str = "/usr/share/ovmf/OVMF.fd";
+/// ia32 OVMF's code.
+pub const OVMF_IA32_CODE: &str = "/usr/share/OVMF/OVMF32_CODE_4M.secboot.fd";
+/// ia32 OVMF's empty variable store.
+pub const OVMF_IA32_VARS: &str = "/usr/share/OVMF/OVMF32_VARS_4M.fd";
+
+impl Firmware {
+    /// ia32 OVMF with a fresh copy of the variable store in `dir`.
+    pub fn ovmf_ia32(dir: &Path) -> Result<Firmware> {
+        let vars = dir.join("OVMF32_VARS_4M.fd");
+        fs::copy(OVMF_IA32_VARS, &vars).map_err(Error::io("copying", OVMF_IA32_VARS))?;
+        Ok(Firmware::OvmfIa32 { vars })
+    }
+
+    /// The files the firmware needs, for a clear error when its package is
+    /// missing.
+    pub fn check(&self) -> Result<()> {
+        let (files, package): (&[&str], &str) = match self {
+            Firmware::SeaBios => (&[], "qemu-system-x86"),
+            Firmware::OvmfX64 => (&[OVMF_X64], "ovmf"),
+            Firmware::OvmfIa32 { .. } => (&[OVMF_IA32_CODE, OVMF_IA32_VARS], "ovmf-ia32"),
+        };
+        for file in files {
+            if !Path::new(file).is_file() {
+                return Err(Error::Missing(format!(
+                    "{file} is missing (Debian package {package}): run scripts/install-deps.sh"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a disk is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBus {
+    /// A VMware paravirtual SCSI controller, the disk at this target id
+    /// (the fixup disk sits at scsi0:15).
+    Pvscsi {
+        /// The SCSI target id.
+        scsi_id: u8,
+    },
+    /// An AHCI controller, the disk on its first port.
+    Ahci,
+}
+
+/// A boot disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The image file.
+    pub path: PathBuf,
+    /// Its QEMU format (`raw`, `vmdk`, `qcow2`).
+    pub format: String,
+    /// The controller.
+    pub bus: DiskBus,
+    /// `snapshot=on`: guest writes go to a temporary overlay (needed for a
+    /// streamOptimized VMDK, which QEMU cannot write, and keeps a cached
+    /// image pristine).
+    pub snapshot: bool,
+}
+
+impl Disk {
+    /// A disk image, its format from the file name (`.vmdk`, `.qcow2`,
+    /// else raw), with `snapshot=on`.
+    pub fn new(path: impl Into<PathBuf>, bus: DiskBus) -> Self {
+        let path = path.into();
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("vmdk") => "vmdk",
+            Some("qcow2") => "qcow2",
+            _ => "raw",
+        };
+        Self {
+            path,
+            format: format.to_owned(),
+            bus,
+            snapshot: true,
+        }
+    }
+
+    /// QEMU's arguments for the disk (drive id `osamdisk`, boot index 0).
+    pub fn qemu_args(&self) -> Vec<String> {
+        let mut drive = format!(
+            "if=none,id=osamdisk,file={},format={}",
+            opt_value(&self.path),
+            self.format
+        );
+        if self.snapshot {
+            drive.push_str(",snapshot=on");
+        }
+        let mut args = vec!["-drive".to_owned(), drive];
+        match self.bus {
+            DiskBus::Pvscsi { scsi_id } => args.extend([
+                "-device".to_owned(),
+                "pvscsi,id=pvscsi0".to_owned(),
+                "-device".to_owned(),
+                format!("scsi-hd,bus=pvscsi0.0,scsi-id={scsi_id},drive=osamdisk,bootindex=0"),
+            ]),
+            DiskBus::Ahci => args.extend([
+                "-device".to_owned(),
+                "ahci,id=sata0".to_owned(),
+                "-device".to_owned(),
+                "ide-hd,bus=sata0.0,drive=osamdisk,bootindex=0".to_owned(),
+            ]),
+        }
+        args
+    }
 }
 
 /// `,` doubled, as QEMU's option parser wants inside a value.
@@ -78,7 +223,33 @@ impl VmConfig {
             shares: Vec::new(),
             qmp_socket: None,
             extra_args: Vec::new(),
+            disk: None,
+            firmware: Firmware::SeaBios,
+            serial_socket: None,
         }
+    }
+
+    /// A VM booting `disk` through `firmware`, 512 MiB (GRUB 2.06's EFI
+    /// `linux` runs out of memory with 256 MiB under OVMF).
+    pub fn disk(
+        arch: Arch,
+        disk: Disk,
+        firmware: Firmware,
+        serial_log: impl Into<PathBuf>,
+    ) -> Self {
+        let mut config = Self::new(arch, PathBuf::new(), PathBuf::new(), serial_log);
+        config.cmdline.clear();
+        config.disk = Some(disk);
+        config.firmware = firmware;
+        config
+    }
+
+    /// Makes the serial console interactive: a unix socket at `path`
+    /// (connect with [`Vm::serial_console`]); the log file still records
+    /// everything the guest writes.
+    pub fn interactive_serial(mut self, path: impl Into<PathBuf>) -> Self {
+        self.serial_socket = Some(path.into());
+        self
     }
 
     /// A VM booting a smoke initramfs.
@@ -136,7 +307,30 @@ impl VmConfig {
         push("-accel");
         push("tcg");
         push("-machine");
-        push("pc");
+        push(match self.firmware {
+            Firmware::OvmfIa32 { .. } => "q35,smm=on",
+            _ => "pc",
+        });
+        match &self.firmware {
+            Firmware::SeaBios => {}
+            Firmware::OvmfX64 => {
+                push("-bios");
+                push(OVMF_X64);
+            }
+            Firmware::OvmfIa32 { vars } => {
+                push("-global");
+                push("driver=cfi.pflash01,property=secure,value=on");
+                push("-drive");
+                push(&format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_IA32_CODE}"
+                ));
+                push("-drive");
+                push(&format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    opt_value(vars)
+                ));
+            }
+        }
         push("-cpu");
         push(self.arch.qemu_cpu());
         push("-smp");
@@ -147,14 +341,37 @@ impl VmConfig {
         push("-monitor");
         push("none");
         push("-no-reboot");
-        push("-serial");
-        push(&format!("file:{}", opt_value(&self.serial_log)));
-        push("-kernel");
-        push(&self.kernel.to_string_lossy());
-        push("-initrd");
-        push(&self.initrd.to_string_lossy());
-        push("-append");
-        push(&self.cmdline.join(" "));
+        match &self.serial_socket {
+            None => {
+                push("-serial");
+                push(&format!("file:{}", opt_value(&self.serial_log)));
+            }
+            Some(socket) => {
+                push("-chardev");
+                push(&format!(
+                    "socket,id=serial0,path={},server=on,wait=off,logfile={},logappend=off",
+                    opt_value(socket),
+                    opt_value(&self.serial_log)
+                ));
+                push("-serial");
+                push("chardev:serial0");
+            }
+        }
+        match &self.disk {
+            None => {
+                push("-kernel");
+                push(&self.kernel.to_string_lossy());
+                push("-initrd");
+                push(&self.initrd.to_string_lossy());
+                push("-append");
+                push(&self.cmdline.join(" "));
+            }
+            Some(disk) => {
+                for arg in disk.qemu_args() {
+                    push(&arg);
+                }
+            }
+        }
         for (dir, tag) in &self.shares {
             push("-virtfs");
             push(&format!(
@@ -179,12 +396,22 @@ pub struct Vm {
     serial_log: PathBuf,
     stderr_log: PathBuf,
     qmp_socket: Option<PathBuf>,
+    serial_socket: Option<PathBuf>,
     started: Instant,
 }
 
 impl Vm {
     /// Starts QEMU. Its stdout and stderr go to `<serial_log>.qemu-stderr`.
     pub fn start(config: &VmConfig) -> Result<Vm> {
+        config.firmware.check()?;
+        if let Some(disk) = &config.disk {
+            if !disk.path.is_file() {
+                return Err(Error::Missing(format!(
+                    "the disk image {} is missing",
+                    disk.path.display()
+                )));
+            }
+        }
         let program = config.arch.qemu_system();
         let stderr_log = PathBuf::from(format!("{}.qemu-stderr", config.serial_log.display()));
         let stderr = File::create(&stderr_log).map_err(Error::io("creating", &stderr_log))?;
@@ -193,7 +420,10 @@ impl Vm {
             .map_err(Error::io("duplicating", &stderr_log))?;
         // A stale log would satisfy waits on its contents.
         let _ = fs::remove_file(&config.serial_log);
-        if let Some(socket) = &config.qmp_socket {
+        for socket in [&config.qmp_socket, &config.serial_socket]
+            .into_iter()
+            .flatten()
+        {
             let _ = fs::remove_file(socket);
         }
         let mut command = Command::new(program);
@@ -223,8 +453,28 @@ impl Vm {
             serial_log: config.serial_log.clone(),
             stderr_log,
             qmp_socket: config.qmp_socket.clone(),
+            serial_socket: config.serial_socket.clone(),
             started: Instant::now(),
         })
+    }
+
+    /// Connects to the interactive serial console (waiting up to 10 s for
+    /// QEMU to create the socket).
+    pub fn serial_console(&mut self) -> Result<SerialConsole> {
+        let socket = self
+            .serial_socket
+            .clone()
+            .ok_or_else(|| Error::Missing("the VM has no interactive serial console".into()))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match UnixStream::connect(&socket) {
+                Ok(stream) => return SerialConsole::new(stream, &socket),
+                Err(e) if Instant::now() >= deadline || !self.is_running() => {
+                    return Err(Error::io("connecting to", &socket)(e));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     /// QEMU's process id.
@@ -246,6 +496,12 @@ impl Vm {
     pub fn serial_log(&self) -> String {
         let bytes = fs::read(&self.serial_log).unwrap_or_default();
         String::from_utf8_lossy(&bytes).replace('\r', "")
+    }
+
+    /// The serial log's length in bytes (a mark for
+    /// [`Vm::wait_for_serial_after`]).
+    pub fn serial_log_len(&self) -> usize {
+        fs::metadata(&self.serial_log).map_or(0, |m| m.len() as usize)
     }
 
     /// The last `n` lines of the serial log.
@@ -316,13 +572,25 @@ impl Vm {
 
     /// Waits until the serial log contains `needle`.
     pub fn wait_for_serial(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        self.wait_for_serial_after(0, needle, timeout).map(|_| ())
+    }
+
+    /// Waits until the serial log, from byte `mark` on, contains `needle`;
+    /// returns the log from `mark` to the end of the needle's first
+    /// occurrence (carriage returns kept).
+    pub fn wait_for_serial_after(
+        &mut self,
+        mark: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<String> {
         let log = self.serial_log.clone();
         self.wait_for(
             || {
                 let bytes = fs::read(&log).ok()?;
-                String::from_utf8_lossy(&bytes)
-                    .contains(needle)
-                    .then_some(())
+                let text = String::from_utf8_lossy(bytes.get(mark..)?);
+                let at = text.find(needle)?;
+                Some(text[..at + needle.len()].to_owned())
             },
             timeout,
             &format!("{needle:?} on the serial console"),
@@ -440,5 +708,61 @@ mod tests {
             "console=tty0 console=ttyS0 panic=-1 osam.transport=9p:fixup"
         );
         assert_eq!(Arch::I686.qemu_system(), "qemu-system-i386");
+    }
+
+    #[test]
+    fn disk_boot_command_lines() {
+        let joined = |config: &VmConfig| {
+            config
+                .qemu_args()
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let disk = Disk::new("/i/osam.vmdk", DiskBus::Pvscsi { scsi_id: 15 });
+        assert_eq!(disk.format, "vmdk");
+        let config = VmConfig::disk(Arch::X86_64, disk, Firmware::SeaBios, "/t/s.log")
+            .interactive_serial("/t/s.sock");
+        let args = joined(&config);
+        assert!(
+            !args.contains("-kernel") && !args.contains("-append"),
+            "{args}"
+        );
+        assert!(args.contains("-machine pc "), "{args}");
+        assert!(args.contains(
+            "-drive if=none,id=osamdisk,file=/i/osam.vmdk,format=vmdk,snapshot=on \
+             -device pvscsi,id=pvscsi0 \
+             -device scsi-hd,bus=pvscsi0.0,scsi-id=15,drive=osamdisk,bootindex=0"
+        ));
+        assert!(args.contains(
+            "-chardev socket,id=serial0,path=/t/s.sock,server=on,wait=off,\
+             logfile=/t/s.log,logappend=off -serial chardev:serial0"
+        ));
+        assert!(!args.contains("kvm"));
+
+        let config = VmConfig::disk(
+            Arch::I686,
+            Disk::new("/i/osam.raw", DiskBus::Ahci),
+            Firmware::OvmfIa32 {
+                vars: "/t/vars.fd".into(),
+            },
+            "/t/s.log",
+        );
+        let args = joined(&config);
+        assert!(args.contains("-machine q35,smm=on"), "{args}");
+        assert!(args.contains("-cpu coreduo"));
+        assert!(args.contains("driver=cfi.pflash01,property=secure,value=on"));
+        assert!(args.contains("if=pflash,format=raw,unit=1,file=/t/vars.fd"));
+        assert!(args.contains("format=raw,snapshot=on -device ahci,id=sata0"));
+        assert!(args.contains("-serial file:/t/s.log"));
+
+        let args = joined(&VmConfig::disk(
+            Arch::X86_64,
+            Disk::new("/i/osam.raw", DiskBus::Ahci),
+            Firmware::OvmfX64,
+            "/t/s.log",
+        ));
+        assert!(args.contains(&format!("-bios {OVMF_X64}")));
     }
 }

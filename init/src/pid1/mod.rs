@@ -107,6 +107,7 @@ fn boot(after: &mut After) -> Result<(), FixupError> {
     let _ = std::fs::create_dir_all(guest::SYSROOT);
 
     let mut loader = load_modules();
+    load_storage_stack(&mut loader);
     if opts.mode == Mode::Rescue {
         logging::info("rescue mode: the guest is not touched; a shell is offered on the console");
         *after = After::Shell;
@@ -131,6 +132,44 @@ fn load_modules() -> Loader {
         logging::debug(format!("loaded: {}", report.loaded.join(" ")));
     }
     loader
+}
+
+/// What no device asks for but the guest's storage needs: file systems,
+/// device-mapper (LVM), md RAID, loop. There is no modprobe for the
+/// kernel to call, so PID 1 loads them itself; the image carries what
+/// kernel-config/modules.list names.
+pub const STORAGE_MODULES: &[&str] = &[
+    "ext4",
+    "xfs",
+    "btrfs",
+    "vfat",
+    "isofs",
+    "nls_cp437",
+    "nls_iso8859_1",
+    "nls_utf8",
+    "dm_mod",
+    "dm_snapshot",
+    "dm_mirror",
+    "dm_thin_pool",
+    "md_mod",
+    "raid0",
+    "raid1",
+    "raid10",
+    "raid456",
+    "loop",
+];
+
+fn load_storage_stack(loader: &mut Loader) {
+    let mut loaded = 0;
+    for m in STORAGE_MODULES {
+        match loader.load(m) {
+            Ok(new) => loaded += new.len(),
+            Err(e) => logging::debug(format!("module {m}: {e}")),
+        }
+    }
+    logging::info(format!(
+        "modules: {loaded} loaded for file systems, LVM and md"
+    ));
 }
 
 /// Creates the fixup directory afresh and writes READY.
