@@ -57,6 +57,11 @@ test: deps inputs lint
 qemu-test: deps inputs
 	OSAM_QEMU_FULL=1 $(CARGO) test -p osam-qemu-tests --no-fail-fast -- --test-threads=2
 
+## bench: build time, image sizes, boot to /tmp/fixup (BIOS, UEFI),
+## smallest VM memory; prints a table (docs/benchmarks.md keeps one).
+bench: deps inputs
+	$(CARGO) run --release -p osam-qemu-tests --bin osam-bench
+
 ## update-pins: move image/pins.txt to what the archive has now.
 update-pins: deps
 	scripts/update-pins.sh

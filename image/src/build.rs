@@ -159,7 +159,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     step(&bar, "selecting kernel modules");
     let list_path = opts.kernel_config.join("modules.list");
     let wanted = kernel_config::parse_module_list(
-        &fs::read_to_string(&list_path).with_context(|| format!("reading {}", list_path.display()))?,
+        &fs::read_to_string(&list_path)
+            .with_context(|| format!("reading {}", list_path.display()))?,
     );
     let db = tree.modules()?;
     let closure = db.closure(wanted.iter().map(String::as_str));
@@ -200,7 +201,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     for module in subset.modules() {
         let src = tree.modules_dir.join(&module.path);
         let bytes = fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
-        module_files.push((format!("{base}/{}", module.path), sha256_hex(&bytes), bytes.len()));
+        module_files.push((
+            format!("{base}/{}", module.path),
+            sha256_hex(&bytes),
+            bytes.len(),
+        ));
         cpio.add_file(&format!("{base}/{}", module.path), 0o644, bytes)?;
     }
     for (file, text) in subset.index_files() {
@@ -249,7 +254,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     for prefix in ["grub-pc-bin", "grub-efi-amd64-bin", "grub-efi-ia32-bin"] {
         let pin = pin_for(&pin_list, "amd64", prefix)?;
         Deb::open(deb_path(&opts.inputs, pin)?)?
-            .extract_to(&grub_root, |p| p.starts_with("usr/lib/grub") || p.starts_with("./usr/lib/grub"))
+            .extract_to(&grub_root, |p| {
+                p.starts_with("usr/lib/grub") || p.starts_with("./usr/lib/grub")
+            })
             .with_context(|| format!("extracting {}", pin.package))?;
     }
     let esp_uuid = DiskIds::from_seed(&seed).esp_fs_uuid();
@@ -262,7 +269,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     spec.files = vec![
         (disk::KERNEL_PATH.to_string(), vmlinuz),
         (disk::INITRD_PATH.to_string(), initrd.clone()),
-        ("osam/manifest.json".to_string(), manifest_json.as_bytes().to_vec()),
+        (
+            "osam/manifest.json".to_string(),
+            manifest_json.as_bytes().to_vec(),
+        ),
     ];
     let raw = work.join(format!("{name}.raw"));
     let info = disk::build_raw(&spec, &raw)?;

@@ -33,7 +33,8 @@ pub struct Inspection {
 /// to the reference implementation).
 pub fn raw_bytes(image: &Path) -> Result<(String, Vec<u8>)> {
     let mut head = [0u8; 4];
-    let mut f = std::fs::File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    let mut f =
+        std::fs::File::open(image).with_context(|| format!("opening {}", image.display()))?;
     let n = f.read(&mut head)?;
     let format = match &head[..n] {
         b"KDMV" => "vmdk",
@@ -147,7 +148,10 @@ fn walk<T: fatfs::ReadWriteSeek>(
 
 /// The inspection as text for a person.
 pub fn render(i: &Inspection) -> String {
-    let mut s = format!("format: {}\ndisk GUID: {}\npartitions:\n", i.format, i.disk_guid);
+    let mut s = format!(
+        "format: {}\ndisk GUID: {}\npartitions:\n",
+        i.format, i.disk_guid
+    );
     for p in &i.partitions {
         s.push_str(&format!(
             "  {} {:<12} {} LBA {}-{} ({} KiB)\n",

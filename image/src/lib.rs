@@ -6,10 +6,12 @@
 //! the kernel reads them ([`xz`]). Each takes paths or bytes and returns data; the
 //! `osam-image` binary drives them.
 
+pub mod build;
 pub mod compression;
 pub mod cpio;
 pub mod deb;
 pub mod disk;
+pub mod inspect;
 pub mod kernel;
 pub mod kernel_config;
 pub mod ova;
@@ -18,5 +20,3 @@ pub mod qcow2;
 pub mod stack;
 pub mod vmdk;
 pub mod xz;
-pub mod build;
-pub mod inspect;

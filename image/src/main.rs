@@ -72,7 +72,11 @@ enum Cmd {
     /// Check a kernel config against the options the stack needs.
     CheckKernel {
         config: PathBuf,
-        #[arg(long, value_name = "FILE", default_value = "kernel-config/required.config")]
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "kernel-config/required.config"
+        )]
         required: PathBuf,
     },
 }
