@@ -530,6 +530,17 @@ impl<'a> GuestWriter<'a> {
     }
 }
 
+/// Writes one of stage 1's own files into `data/` (atomically; not a
+/// guest change, so not in the manifest): the copy of result.json.
+pub fn write_data_file(root: &GuestRoot, name: &str, data: &[u8]) -> Result<(), WriteError> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(WriteError::BadPath {
+            path: name.to_string(),
+        });
+    }
+    write_file_at(root, &format!("{DATA_DIR}/{name}"), data, 0o600, None, None)
+}
+
 /// Reads `data/manifest.json`; `None` when there is none.
 pub fn read_manifest(root: &GuestRoot) -> Result<Option<Manifest>, WriteError> {
     match root.read(MANIFEST, 64 << 20) {

@@ -183,6 +183,11 @@ fn run_without_commands_on_a_debian_tree_detects_it() {
             .any(|c| c["argv"][0].as_str().unwrap().ends_with("update-initramfs")),
         "{cmds:?}"
     );
+    // A copy of result.json stays in the guest.
+    let copy: serde_json::Value =
+        serde_json::from_slice(&fs::read(r.join("opt/vmware/hcx/osam/data/result.json")).unwrap())
+            .unwrap();
+    assert_eq!(copy["migrationId"], "mig-7f3a");
     // The files really changed, and undo puts them back.
     let fstab = fs::read_to_string(r.join("etc/fstab")).unwrap();
     assert!(fstab.starts_with("UUID="), "{fstab}");

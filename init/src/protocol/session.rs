@@ -169,10 +169,33 @@ pub fn run(
         &attached,
         opts,
     );
+    save_result_copy(&mut reporter, &attached);
     if let Err(e) = provider.detach(&mut reporter) {
         reporter.error(e.in_step("storage"));
     }
     reporter.finish()
+}
+
+/// Leaves a copy of result.json as of the end of the guest changes in the
+/// guest's `data/` (PROTOCOL.md), where stage 1 made changes.
+fn save_result_copy(reporter: &mut Reporter, attached: &Attached) {
+    let Ok(root) = GuestRoot::open(&attached.sysroot) else {
+        return;
+    };
+    if !root.exists(crate::guestwrite::MANIFEST) {
+        return;
+    }
+    let mut json = match serde_json::to_vec_pretty(&reporter.result()) {
+        Ok(j) => j,
+        Err(_) => return,
+    };
+    json.push(b'\n');
+    if let Err(e) = crate::guestwrite::write_data_file(&root, "result.json", &json) {
+        reporter.warn(Warning::new(
+            codes::GUEST_IO,
+            format!("saving the copy of result.json in the guest: {e}"),
+        ));
+    }
 }
 
 fn with_step(mut w: Warning, step: &str) -> Warning {
