@@ -107,8 +107,8 @@ fn boot(after: &mut After) -> Result<(), FixupError> {
     let _ = std::fs::create_dir_all(guest::SYSROOT);
 
     let mut loader = load_modules();
-    load_storage_stack(&mut loader);
     if opts.mode == Mode::Rescue {
+        load_storage_stack(&mut loader);
         logging::info("rescue mode: the guest is not touched; a shell is offered on the console");
         *after = After::Shell;
         return Ok(());
@@ -266,6 +266,9 @@ fn protocol(opts: &Options, loader: &mut Loader) -> Result<(), FixupError> {
         std::thread::sleep(Duration::from_millis(250));
     }
     logging::info("BEGIN: starting stage 1");
+    // Needed only from here on: loaded after READY, so the manager sees
+    // the stack sooner.
+    load_storage_stack(loader);
     let mut provider = guest::StackGuest::new(opts.disk_timeout);
     let mut runner = RealRunner {
         cancel: Some(&signals::STOP),
