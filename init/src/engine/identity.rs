@@ -46,6 +46,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::engine::plan::GuestFiles;
 use crate::error::{Warning, codes};
+use crate::fsutil::unescape_octal;
 use crate::protocol::config::{ControllerKind, FstabIdentifiers, Inputs, PartitionInfo};
 
 /// What the probe of PID 1 found on one target block device (a partition,
@@ -357,31 +358,6 @@ fn dev_references(text: &str, out: &mut BTreeSet<String>) {
         out.insert(tail[..end].to_string());
         rest = &tail[end.max(5)..];
     }
-}
-
-/// Decodes fstab's octal escapes (`\040` → space).
-pub fn unescape_octal(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (u32::from(b[i + 1] - b'0') << 6)
-                | (u32::from(b[i + 2] - b'0') << 3)
-                | u32::from(b[i + 3] - b'0');
-            if let Ok(v) = u8::try_from(v) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The guest's fstab entries as (spec, mount point, type), decoded.

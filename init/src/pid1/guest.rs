@@ -556,7 +556,7 @@ pub fn guest_mounts(fstab: &str) -> Vec<GuestMount> {
         if f.len() < 3 {
             continue;
         }
-        let target = crate::pid1::mounts::unescape_octal(f[1]);
+        let target = crate::fsutil::unescape_octal(f[1]);
         let opts = f.get(3).copied().unwrap_or("defaults");
         let opt_list: Vec<&str> = opts.split(',').collect();
         if target == "/"
@@ -576,7 +576,7 @@ pub fn guest_mounts(fstab: &str) -> Vec<GuestMount> {
             .filter(|o| o.starts_with("subvol=") || o.starts_with("subvolid="))
             .collect();
         out.push(GuestMount {
-            spec: crate::pid1::mounts::unescape_octal(f[0]),
+            spec: crate::fsutil::unescape_octal(f[0]),
             target,
             fstype: f[2].to_string(),
             data: (!data.is_empty()).then(|| data.join(",")),

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use nix::mount::{MsFlags, mount};
 
+use crate::fsutil::unescape_octal;
+
 /// One mount of the table.
 #[derive(Debug, Clone, Copy)]
 pub struct MountSpec {
@@ -105,29 +107,6 @@ pub fn is_mounted(mountinfo: &str, target: &str) -> bool {
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .any(|mp| unescape_octal(mp) == target)
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-pub fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Mounts the table; what is already mounted (a second start, a kernel

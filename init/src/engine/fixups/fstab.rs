@@ -47,9 +47,10 @@
 //! The kernel command line is the boot loader planner's: it calls
 //! [`rewrite_cmdline_device_args`].
 
-use crate::engine::identity::{IdentityMap, RefKind, classify, unescape_octal};
+use crate::engine::identity::{IdentityMap, RefKind, classify};
 use crate::engine::plan::{Edit, GuestFiles, Plan, PlanCtx};
 use crate::error::{FixupError, Warning, codes};
+use crate::fsutil::unescape_octal;
 use crate::protocol::config::{ControllerKind, FstabIdentifiers};
 
 const FSTAB: &str = "/etc/fstab";
