@@ -55,26 +55,6 @@ pub fn address_of(disk: &crate::protocol::config::ReplicaDisk) -> Address {
     }
 }
 
-/// Partitions of a disk (`sda1`, `nvme0n1p2`) from sysfs, in order.
-pub fn partitions(sysfs: &Path, disk: &str) -> Vec<String> {
-    let mut parts: Vec<(u32, String)> = std::fs::read_dir(sysfs.join("block").join(disk))
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if !name.starts_with(disk) {
-                        return None;
-                    }
-                    let n = std::fs::read_to_string(e.path().join("partition")).ok()?;
-                    Some((n.trim().parse().ok()?, name))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    parts.sort();
-    parts.into_iter().map(|(_, n)| n).collect()
-}
-
 fn looks_like_root(dir: &Path) -> bool {
     dir.join("etc/fstab").exists()
         && [
@@ -153,7 +133,7 @@ impl GuestProvider for StackGuest {
             }
         ));
         let mut missing = Vec::new();
-        let mut found: Vec<(&crate::protocol::config::ReplicaDisk, &Disk)> = Vec::new();
+        let mut found: Vec<(usize, &crate::protocol::config::ReplicaDisk, &Disk)> = Vec::new();
         for (i, addr, d) in &wanted {
             match discover::find(&disks, addr) {
                 Some(disk) => {
@@ -172,7 +152,7 @@ impl GuestProvider for StackGuest {
                         "{addr}: /dev/{} (source {})",
                         disk.name, d.source_device
                     ));
-                    found.push((d, disk));
+                    found.push((*i, *d, disk));
                 }
                 None => missing.push(format!(
                     "{addr} (replica-disk-map.json $.disks[{i}], source {})",
@@ -214,15 +194,10 @@ impl GuestProvider for StackGuest {
             Ok(n) => ctx.reporter.log(&format!("created {n} /dev/disk links")),
             Err(e) => ctx.warn(codes::GUEST_IO, format!("creating /dev/disk links: {e}")),
         }
+        let facts_of = |name: &str| facts.iter().find(|f| f.name == name);
         let mut probed = Vec::new();
-        for (i, _, _) in &wanted {
-            let Some((_, disk)) = found
-                .iter()
-                .find(|(d, _)| std::ptr::eq(*d, &inputs.disks.disks[*i]))
-            else {
-                continue;
-            };
-            let Some(f) = facts.iter().find(|f| f.name == disk.name) else {
+        for (i, _, disk) in &found {
+            let Some(f) = facts_of(&disk.name) else {
                 continue;
             };
             if let Some(fs) = &f.fs {
@@ -260,51 +235,33 @@ impl GuestProvider for StackGuest {
         let boot_index = inputs.disks.disks.iter().position(|d| d.boot).unwrap_or(0);
         let boot_device = found
             .iter()
-            .find(|(d, _)| std::ptr::eq(*d, &inputs.disks.disks[boot_index]))
-            .map(|(_, disk)| format!("/dev/{}", disk.name));
+            .find(|(i, _, _)| *i == boot_index)
+            .map(|(_, _, disk)| format!("/dev/{}", disk.name));
 
         // 2. The root: the partition the map says is "/", else the one
         //    tree on the replicas that looks like an OS root.
         let mut candidates: Vec<String> = Vec::new();
-        let sysfs = self.sysfs.clone();
         let declared: Vec<String> = found
             .iter()
-            .flat_map(|(d, disk)| {
-                let parts = partitions(&sysfs, &disk.name);
-                let sysfs = &sysfs;
+            .flat_map(|(_, d, disk)| {
+                let parts = facts_of(&disk.name)
+                    .map(|f| f.partitions.as_slice())
+                    .unwrap_or(&[]);
                 d.partitions
                     .iter()
                     .filter(|p| p.mount_point.as_deref() == Some("/"))
-                    .filter_map(move |p| {
-                        parts
-                            .iter()
-                            .find(|name| {
-                                std::fs::read_to_string(
-                                    sysfs
-                                        .join("block")
-                                        .join(&disk.name)
-                                        .join(name)
-                                        .join("partition"),
-                                )
-                                .ok()
-                                .and_then(|s| s.trim().parse::<u32>().ok())
-                                    == Some(p.number)
-                            })
-                            .cloned()
-                    })
-                    .collect::<Vec<_>>()
+                    .filter_map(move |p| parts.iter().find(|f| f.number == p.number))
+                    .map(|f| f.name.clone())
             })
             .collect();
         let devices: Vec<String> = if declared.is_empty() {
             found
                 .iter()
-                .flat_map(|(_, disk)| {
-                    let parts = partitions(&self.sysfs, &disk.name);
-                    if parts.is_empty() {
-                        vec![disk.name.clone()]
-                    } else {
-                        parts
+                .flat_map(|(_, _, disk)| match facts_of(&disk.name) {
+                    Some(f) if !f.partitions.is_empty() => {
+                        f.partitions.iter().map(|p| p.name.clone()).collect()
                     }
+                    _ => vec![disk.name.clone()],
                 })
                 .collect()
         } else {
