@@ -3,6 +3,10 @@
 //! `fixupctl undo`, which must put every byte back.
 
 mod common;
+#[path = "fixture_guests/debian_family.rs"]
+mod debian_family;
+#[path = "fixture_guests/rhel_family.rs"]
+mod rhel_family;
 
 use common::{Tree, diff, initramfs_image, snapshot};
 use serde_json::{Value, json};

@@ -1,0 +1,3 @@
+//! Fixture guests: debian_family (see the parent file for the harness).
+
+use super::*;
