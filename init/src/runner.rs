@@ -166,6 +166,12 @@ impl OutputSink for VecSink {
 /// Runs commands.
 pub trait CommandRunner {
     fn run(&mut self, cmd: &Command, sink: &mut dyn OutputSink) -> CommandRecord;
+
+    /// The efivarfs directory of the firmware the commands act on (what
+    /// `efibootmgr` would change), where there is one.
+    fn efivars(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Runs commands for real.
@@ -176,6 +182,11 @@ pub struct RealRunner {
 }
 
 impl CommandRunner for RealRunner {
+    fn efivars(&self) -> Option<PathBuf> {
+        let p = PathBuf::from("/sys/firmware/efi/efivars");
+        p.is_dir().then_some(p)
+    }
+
     fn run(&mut self, cmd: &Command, sink: &mut dyn OutputSink) -> CommandRecord {
         let start = Instant::now();
         let mut rec = CommandRecord::not_run(&cmd.argv);
@@ -359,6 +370,8 @@ pub struct RecordingRunner {
     /// When set, commands are reported as run with these exit codes
     /// (program basename → code; others exit 0). When unset, `ran: false`.
     pub scripted: Option<std::collections::HashMap<String, i32>>,
+    /// What [`CommandRunner::efivars`] answers (tests of a firmware).
+    pub efivars: Option<PathBuf>,
 }
 
 impl RecordingRunner {
@@ -369,8 +382,8 @@ impl RecordingRunner {
     /// Reports every command as run, exiting 0 unless scripted otherwise.
     pub fn succeeding() -> Self {
         RecordingRunner {
-            calls: Vec::new(),
             scripted: Some(Default::default()),
+            ..Default::default()
         }
     }
 
@@ -383,6 +396,10 @@ impl RecordingRunner {
 }
 
 impl CommandRunner for RecordingRunner {
+    fn efivars(&self) -> Option<PathBuf> {
+        self.efivars.clone()
+    }
+
     fn run(&mut self, cmd: &Command, sink: &mut dyn OutputSink) -> CommandRecord {
         self.calls.push(cmd.clone());
         let mut rec = CommandRecord::not_run(&cmd.argv);

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use crate::engine::plan::{Edit, OnFailure, Plan};
+use crate::engine::fixups::bootloader::nvram;
+use crate::engine::plan::{Edit, OnFailure, Plan, Unless};
 use crate::engine::{StepCtx, StepOutcome};
 use crate::error::{FixupError, codes};
 use crate::guestwrite::{GuestWriter, WriteError, Written};
@@ -16,6 +17,22 @@ fn write_error(e: WriteError) -> FixupError {
         _ => codes::GUEST_IO,
     };
     FixupError::new(code, format!("writing the guest: {e}"))
+}
+
+/// Why a command need not run, when its `unless` holds.
+fn already_done(ctx: &StepCtx, unless: Option<&Unless>) -> Option<String> {
+    match unless? {
+        Unless::EfiBootEntry { label, loader } => {
+            let dir = ctx.runner.efivars()?;
+            let entries = nvram::read_entries(&dir);
+            nvram::find(&entries, label, loader).map(|e| {
+                format!(
+                    "the firmware already has Boot{:04X} \"{label}\" for {loader}",
+                    e.number
+                )
+            })
+        }
+    }
 }
 
 /// Applies one plan; `failure_code` is the code of a failed command of
@@ -70,6 +87,10 @@ pub fn apply(
         if let Some(t) = pc.timeout {
             cmd = cmd.timeout(t);
         }
+        if let Some(why) = already_done(ctx, pc.unless.as_ref()) {
+            ctx.progress(&format!("{}: not needed, {why}", pc.why));
+            continue;
+        }
         ctx.progress(&format!("{}: {}", pc.why, cmd.display()));
         let rec = ctx.run(cmd);
         if !rec.ran && rec.error.is_none() {
@@ -109,4 +130,88 @@ pub fn apply(
             StepOutcome::unchanged(summary)
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::PlannedCommand;
+    use crate::engine::run_step;
+    use crate::guestfs::GuestRoot;
+    use crate::guestwrite::RunRecord;
+    use crate::protocol::report::Reporter;
+    use crate::runner::RecordingRunner;
+    use std::time::Duration;
+
+    /// Runs a plan with one efibootmgr command against a firmware holding
+    /// `entries`; returns the argv of the commands that ran.
+    fn efibootmgr_with(entries: &[(&str, &str, &str)]) -> Vec<Vec<String>> {
+        let guest = tempfile::tempdir().unwrap();
+        let fixup = tempfile::tempdir().unwrap();
+        let vars = tempfile::tempdir().unwrap();
+        for (name, label, loader) in entries {
+            let mut data = 7u32.to_le_bytes().to_vec();
+            data.extend(nvram::load_option(label, loader));
+            std::fs::write(
+                vars.path()
+                    .join(format!("{name}-8be4df61-93ca-11d0-aa6d-00e098032b8c")),
+                data,
+            )
+            .unwrap();
+        }
+        let loader = "\\EFI\\debian\\shimx64.efi";
+        let plan = Plan {
+            commands: vec![
+                PlannedCommand::new(
+                    &["efibootmgr", "-c", "-L", "debian", "-l", loader],
+                    "add the entry",
+                )
+                .unless(Unless::EfiBootEntry {
+                    label: "debian".into(),
+                    loader: loader.into(),
+                }),
+            ],
+            ..Plan::default()
+        };
+        let root = GuestRoot::open(guest.path()).unwrap();
+        let mut writer = GuestWriter::open(
+            &root,
+            RunRecord {
+                migration_id: "m".into(),
+                started_at: "t".into(),
+                stack_version: "v".into(),
+            },
+        )
+        .unwrap();
+        let mut reporter = Reporter::create(fixup.path());
+        let mut runner = RecordingRunner::succeeding();
+        runner.efivars = Some(vars.path().to_path_buf());
+        run_step(
+            &mut reporter,
+            &mut runner,
+            Duration::from_secs(5),
+            (1, 1),
+            "bootloader",
+            |ctx| {
+                Ok((
+                    apply(ctx, &mut writer, &plan, guest.path(), "bootloader.failed")?,
+                    (),
+                ))
+            },
+        )
+        .unwrap();
+        runner.calls.iter().map(|c| c.argv.clone()).collect()
+    }
+
+    #[test]
+    fn a_boot_entry_the_firmware_has_is_not_added_again() {
+        assert_eq!(efibootmgr_with(&[]).len(), 1);
+        assert_eq!(
+            efibootmgr_with(&[("Boot0001", "debian", "\\EFI\\debian\\grubx64.efi")]).len(),
+            1
+        );
+        assert!(
+            efibootmgr_with(&[("Boot0004", "debian", "\\EFI\\DEBIAN\\SHIMX64.EFI")]).is_empty()
+        );
+    }
 }

@@ -669,6 +669,24 @@ impl IdentityMap {
                 partuuid: None,
                 member: is_member_type(probe.and_then(|p| p.fs_type.as_deref())),
             };
+            // The guest names the whole disk (a file system or swap without
+            // partitions) and nothing but its predicted kernel name is known.
+            if target.uuid.is_none()
+                && probe.is_none()
+                && let Some(dev) = &target.device
+                && let Some(used) = disk_names.iter().find(|n| refs.contains(*n))
+            {
+                b.warn(
+                    codes::STORAGE_NO_TARGET_IDENTITY,
+                    format!(
+                        "{used} (replica disk {}) is used without partitions and no UUID is known \
+                         for it (not probed, no targetUuid): references become {dev}, the name \
+                         it is expected to get on the target, which depends on the disk order; \
+                         check /etc/fstab after the first boot",
+                        d.source_device
+                    ),
+                );
+            }
             b.add(&disk_names, None, &target);
         }
 
@@ -807,6 +825,21 @@ impl Builder {
                 source_uuid.clone()
             }
         };
+        if uuid.is_none()
+            && probe.is_none()
+            && info.is_some()
+            && !member
+            && let Some(dev) = &device
+        {
+            self.warn(
+                codes::STORAGE_NO_TARGET_IDENTITY,
+                format!(
+                    "{what}: no UUID is known (not probed, no targetUuid, no sourceUuid); \
+                     references become {dev}, the name it is expected to get on the target, \
+                     which depends on the disk order"
+                ),
+            );
+        }
         if uuid.is_none() && device.is_none() && info.is_some() && !member {
             self.warn(
                 codes::STORAGE_NO_TARGET_IDENTITY,
@@ -1153,6 +1186,23 @@ mod tests {
                 probed: vec![ProbedFs { disk_index: 0, partition: None, target_device: s("/dev/sdc"), fs_type: s("xfs"), uuid: s(U2), ..ProbedFs::default() }],
                 files: MemFiles::new(),
                 expect: vec![("/dev/vdb", Some(u2.clone()), s("/dev/sdc"))],
+                warnings: vec![],
+            },
+            Case {
+                name: "whole-disk file system offline: the predicted name, with a warning",
+                disks: r#"[{"sourceDevice":"/dev/xvda","target":{"controller":"scsi0","unit":0},"boot":true,"partitions":[{"number":1,"fsType":"ext4","sourceUuid":"11111111-2222-3333-4444-555555555555","mountPoint":"/"}]},
+                           {"sourceDevice":"/dev/xvdb","target":{"controller":"scsi0","unit":1},"boot":false,"partitions":[]}]"#.to_string(),
+                probed: vec![],
+                files: MemFiles::new().with("/etc/fstab", "/dev/xvdb /data ext4 defaults 0 2\n"),
+                expect: vec![("/dev/xvdb", s("/dev/sdb"), s("/dev/sdb"))],
+                warnings: vec![codes::STORAGE_TARGET_UUID_ASSUMED, codes::STORAGE_NO_TARGET_IDENTITY],
+            },
+            Case {
+                name: "whole disk not used by the guest: no warning",
+                disks: r#"[{"sourceDevice":"/dev/xvdb","target":{"controller":"scsi0","unit":1},"boot":false,"partitions":[]}]"#.to_string(),
+                probed: vec![],
+                files: MemFiles::new(),
+                expect: vec![],
                 warnings: vec![],
             },
         ];

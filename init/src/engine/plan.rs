@@ -223,6 +223,17 @@ pub struct PlannedCommand {
     pub on_failure: OnFailure,
     /// Overrides `commandTimeoutSeconds` when shorter.
     pub timeout: Option<Duration>,
+    /// Skipped at run time when this already holds.
+    pub unless: Option<Unless>,
+}
+
+/// A state of the machine that makes a planned command unnecessary, checked
+/// when the command would run (planning is offline and cannot see it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unless {
+    /// The firmware already has a boot entry with this label for this
+    /// loader (`\EFI\…`): a rerun must not add a second one.
+    EfiBootEntry { label: String, loader: String },
 }
 
 impl PlannedCommand {
@@ -232,7 +243,13 @@ impl PlannedCommand {
             why: why.into(),
             on_failure: OnFailure::Fail,
             timeout: None,
+            unless: None,
         }
+    }
+
+    pub fn unless(mut self, u: Unless) -> Self {
+        self.unless = Some(u);
+        self
     }
 
     pub fn warn_only(mut self) -> Self {

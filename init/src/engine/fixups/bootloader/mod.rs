@@ -52,12 +52,13 @@ pub mod cmdline;
 pub mod efi;
 pub mod grub2;
 pub mod legacy;
+pub mod nvram;
 
 use std::collections::BTreeSet;
 use std::io;
 
 use crate::detect::{Bootloader, OsFamily};
-use crate::engine::plan::{Edit, GuestFiles, Plan, PlanCtx, PlannedCommand};
+use crate::engine::plan::{Edit, GuestFiles, Plan, PlanCtx, PlannedCommand, Unless};
 use crate::error::{FixupError, Warning, codes};
 use crate::protocol::config::{ControllerKind, Firmware};
 use cmdline::CmdlineOpts;
@@ -564,7 +565,11 @@ fn plan_efi(
         &efi::efibootmgr_argv(&disk, part, &label, &loader),
         format!("add the UEFI boot entry \"{label}\" for {loader}"),
     )
-    .warn_only();
+    .warn_only()
+    .unless(Unless::EfiBootEntry {
+        label: label.clone(),
+        loader: loader.clone(),
+    });
     Ok((cfg_out, (cmd, format!("efibootmgr {loader}"))))
 }
 
@@ -668,7 +673,11 @@ fn plan_legacy(ctx: &PlanCtx, opts: &CmdlineOpts) -> Result<Plan, FixupError> {
                     &efi::efibootmgr_argv(&disk, part, &label, &loader),
                     format!("add the UEFI boot entry \"{label}\" for {loader}"),
                 )
-                .warn_only(),
+                .warn_only()
+                .unless(Unless::EfiBootEntry {
+                    label: label.clone(),
+                    loader: loader.clone(),
+                }),
             );
             done.push(format!("efibootmgr {loader}"));
         }
