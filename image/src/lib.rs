@@ -17,6 +17,7 @@ pub mod kernel_config;
 pub mod ova;
 pub mod pins;
 pub mod qcow2;
+pub mod rawimg;
 pub mod stack;
 pub mod vmdk;
 pub mod xz;

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::vmdk::{COMPRESS_DEFLATE, FLAG_COMPRESSED, SECTOR, SPARSE_MAGIC, StagedFile};
+use crate::rawimg::StagedFile;
+use crate::vmdk::{COMPRESS_DEFLATE, FLAG_COMPRESSED, SECTOR, SPARSE_MAGIC};
 
 /// The OVF disk format URI of a stream-optimized VMDK.
 pub const STREAM_OPTIMIZED_FORMAT: &str =

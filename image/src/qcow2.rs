@@ -12,9 +12,10 @@
 //! beside the destination and renamed into place when complete.
 
 use std::io::{self, Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::vmdk::{StagedFile, is_zero, read_at};
+pub use crate::rawimg::ImageError;
+use crate::rawimg::{StagedFile, is_zero, raw_size, read_block};
 
 /// The qcow2 magic, "QFI\xfb".
 pub const MAGIC: u32 = 0x5146_49fb;
@@ -33,35 +34,6 @@ pub const OFLAG_COPIED: u64 = 1 << 63;
 const ENTRIES_PER_CLUSTER: u64 = CLUSTER / 8;
 /// 16-bit refcounts per refcount block.
 const REFCOUNTS_PER_BLOCK: u64 = CLUSTER / 2;
-
-/// An error of writing a qcow2 image.
-#[derive(Debug, thiserror::Error)]
-pub enum Qcow2Error {
-    /// The raw image's size is zero or not a multiple of 512 bytes.
-    #[error("the raw disk image is {size} bytes, not a non-zero multiple of 512")]
-    BadRawSize {
-        /// The size found.
-        size: u64,
-    },
-    /// Reading the raw image failed.
-    #[error("reading the raw disk image at byte {offset}")]
-    Read {
-        /// Where the read started.
-        offset: u64,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// Writing the output file failed.
-    #[error("writing {}", path.display())]
-    Write {
-        /// The destination path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-}
 
 /// Where everything goes, in clusters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,20 +86,15 @@ impl Layout {
 }
 
 /// Writes `raw` as a qcow2 version 3 image at `out`.
-pub fn write<R: Read + Seek>(raw: &mut R, out: &Path) -> Result<(), Qcow2Error> {
-    let size = raw
-        .seek(io::SeekFrom::End(0))
-        .map_err(|source| Qcow2Error::Read { offset: 0, source })?;
-    if size == 0 || size % 512 != 0 {
-        return Err(Qcow2Error::BadRawSize { size });
-    }
+pub fn write<R: Read + Seek>(raw: &mut R, out: &Path) -> Result<(), ImageError> {
+    let size = raw_size(raw)?;
     let clusters = size.div_ceil(CLUSTER);
 
     // First pass: which clusters hold data.
     let mut buf = vec![0u8; CLUSTER as usize];
     let mut allocated = Vec::with_capacity(clusters as usize);
     for c in 0..clusters {
-        read_cluster(raw, c, size, &mut buf)?;
+        read_block(raw, c, size, &mut buf)?;
         allocated.push(!is_zero(&buf));
     }
     let data_clusters = allocated.iter().filter(|&&a| a).count() as u64;
@@ -167,10 +134,7 @@ pub fn write<R: Read + Seek>(raw: &mut R, out: &Path) -> Result<(), Qcow2Error> 
         rb.extend_from_slice(&u16::from(c < layout.total).to_be_bytes());
     }
 
-    let werr = |source| Qcow2Error::Write {
-        path: out.into(),
-        source,
-    };
+    let werr = |source| ImageError::write(out, source);
     let mut staged = StagedFile::create(out).map_err(werr)?;
     let meta = (|| -> io::Result<()> {
         let w = staged.writer();
@@ -185,7 +149,7 @@ pub fn write<R: Read + Seek>(raw: &mut R, out: &Path) -> Result<(), Qcow2Error> 
     // Second pass: the data clusters, in guest order.
     for (c, &a) in allocated.iter().enumerate() {
         if a {
-            read_cluster(raw, c as u64, size, &mut buf)?;
+            read_block(raw, c as u64, size, &mut buf)?;
             staged.writer().write_all(&buf).map_err(werr)?;
         }
     }
@@ -229,20 +193,6 @@ fn be_cluster_u64(values: &[u64], clusters: u64) -> Vec<u8> {
     }
     bytes.resize((clusters * CLUSTER) as usize, 0);
     bytes
-}
-
-/// Reads guest cluster `c` into `buf`, zero-filling past the end.
-fn read_cluster<R: Read + Seek>(
-    raw: &mut R,
-    c: u64,
-    size: u64,
-    buf: &mut [u8],
-) -> Result<(), Qcow2Error> {
-    let offset = c * CLUSTER;
-    let len = (size - offset).min(CLUSTER) as usize;
-    read_at(raw, offset, &mut buf[..len]).map_err(|source| Qcow2Error::Read { offset, source })?;
-    buf[len..].fill(0);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -15,9 +15,11 @@
 //! Two writes of the same input with the same [`VmdkOptions`] (seed and
 //! extent name) are byte-identical.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read, Seek, Write};
+use std::path::Path;
+
+pub use crate::rawimg::ImageError;
+use crate::rawimg::{StagedFile, is_zero, raw_size, read_block, write_zeros};
 
 use flate2::Compression;
 use flate2::write::ZlibEncoder;
@@ -64,47 +66,6 @@ const DESCRIPTOR_SECTORS: u64 = 20;
 const ZLIB_LEVEL: u32 = 6;
 /// Largest sector offset a 32-bit grain table entry can hold.
 const MAX_SECTOR_OFFSET: u64 = u32::MAX as u64;
-
-/// An error of writing a VMDK file.
-#[derive(Debug, thiserror::Error)]
-pub enum VmdkError {
-    /// The raw image's size is zero or not a multiple of 512 bytes.
-    #[error("the raw disk image is {size} bytes, not a non-zero multiple of 512")]
-    BadRawSize {
-        /// The size found.
-        size: u64,
-    },
-    /// Reading the raw image failed.
-    #[error("reading the raw disk image at byte {offset}")]
-    Read {
-        /// Where the read started.
-        offset: u64,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// Writing the output file failed.
-    #[error("writing {}", path.display())]
-    Write {
-        /// The destination path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// The disk is too large for 32-bit sector offsets.
-    #[error("{} would exceed the 2 TiB a VMDK sparse extent can address", path.display())]
-    TooLarge {
-        /// The destination path.
-        path: PathBuf,
-    },
-    /// The destination has no file name to put in the descriptor.
-    #[error("{} has no file name", path.display())]
-    NoFileName {
-        /// The destination path.
-        path: PathBuf,
-    },
-}
 
 /// `ddb.adapterType` of the descriptor: which controller the disk was
 /// created for (it only decides the geometry). VMware knows `ide`,
@@ -173,8 +134,8 @@ pub fn write_monolithic_sparse<R: Read + Seek>(
     raw: &mut R,
     out: &Path,
     options: &VmdkOptions,
-) -> Result<(), VmdkError> {
-    let capacity = raw_sectors(raw)?;
+) -> Result<(), ImageError> {
+    let capacity = raw_size(raw)? / SECTOR;
     let grains = capacity.div_ceil(GRAIN_SECTORS);
     let num_gts = grains.div_ceil(GTES_PER_GT);
     let gt_sectors = GTES_PER_GT * 4 / SECTOR;
@@ -193,10 +154,10 @@ pub fn write_monolithic_sparse<R: Read + Seek>(
     let mut gtes = vec![0u32; (num_gts * GTES_PER_GT) as usize];
     let mut next = overhead;
     for grain in 0..grains {
-        read_grain(raw, grain, capacity, &mut buf)?;
+        read_block(raw, grain, capacity * SECTOR, &mut buf)?;
         if !is_zero(&buf) {
             if next + GRAIN_SECTORS > MAX_SECTOR_OFFSET {
-                return Err(VmdkError::TooLarge { path: out.into() });
+                return Err(ImageError::TooLarge { path: out.into() });
             }
             gtes[grain as usize] = sector_u32(next);
             next += GRAIN_SECTORS;
@@ -223,7 +184,7 @@ pub fn write_monolithic_sparse<R: Read + Seek>(
         compress_algorithm: 0,
     };
 
-    let mut staged = StagedFile::create(out).map_err(|e| write_err(out, e))?;
+    let mut staged = StagedFile::create(out).map_err(|e| ImageError::write(out, e))?;
     let result = (|| -> io::Result<()> {
         let w = staged.writer();
         w.write_all(&header.encode())?;
@@ -238,20 +199,20 @@ pub fn write_monolithic_sparse<R: Read + Seek>(
         write_zeros(w, (overhead - (gt_offset + num_gts * gt_sectors)) * SECTOR)?;
         Ok(())
     })();
-    result.map_err(|e| write_err(out, e))?;
+    result.map_err(|e| ImageError::write(out, e))?;
 
     // Second pass: the allocated grains, in the order of their offsets.
     for grain in 0..grains {
         if gtes[grain as usize] == 0 {
             continue;
         }
-        read_grain(raw, grain, capacity, &mut buf)?;
+        read_block(raw, grain, capacity * SECTOR, &mut buf)?;
         staged
             .writer()
             .write_all(&buf)
-            .map_err(|e| write_err(out, e))?;
+            .map_err(|e| ImageError::write(out, e))?;
     }
-    staged.commit().map_err(|e| write_err(out, e))
+    staged.commit().map_err(|e| ImageError::write(out, e))
 }
 
 /// Writes `raw` as a stream-optimized extent
@@ -264,8 +225,8 @@ pub fn write_stream_optimized<R: Read + Seek>(
     raw: &mut R,
     out: &Path,
     options: &VmdkOptions,
-) -> Result<(), VmdkError> {
-    let capacity = raw_sectors(raw)?;
+) -> Result<(), ImageError> {
+    let capacity = raw_size(raw)? / SECTOR;
     let grains = capacity.div_ceil(GRAIN_SECTORS);
     let num_gts = grains.div_ceil(GTES_PER_GT);
     let gt_sectors = GTES_PER_GT * 4 / SECTOR;
@@ -292,8 +253,8 @@ pub fn write_stream_optimized<R: Read + Seek>(
         compress_algorithm: COMPRESS_DEFLATE,
     };
 
-    let mut staged = StagedFile::create(out).map_err(|e| write_err(out, e))?;
-    let w = |e| write_err(out, e);
+    let mut staged = StagedFile::create(out).map_err(|e| ImageError::write(out, e))?;
+    let w = |e| ImageError::write(out, e);
     {
         let f = staged.writer();
         f.write_all(&header.encode()).map_err(w)?;
@@ -305,7 +266,7 @@ pub fn write_stream_optimized<R: Read + Seek>(
     let mut buf = vec![0u8; GRAIN_BYTES as usize];
     let mut gtes = vec![0u32; (num_gts * GTES_PER_GT) as usize];
     for grain in 0..grains {
-        read_grain(raw, grain, capacity, &mut buf)?;
+        read_block(raw, grain, capacity * SECTOR, &mut buf)?;
         if is_zero(&buf) {
             continue;
         }
@@ -321,7 +282,7 @@ pub fn write_stream_optimized<R: Read + Seek>(
         record.extend_from_slice(&data);
         record.resize(record.len().next_multiple_of(SECTOR as usize), 0);
         if at > MAX_SECTOR_OFFSET {
-            return Err(VmdkError::TooLarge { path: out.into() });
+            return Err(ImageError::TooLarge { path: out.into() });
         }
         gtes[grain as usize] = sector_u32(at);
         staged.writer().write_all(&record).map_err(w)?;
@@ -335,7 +296,7 @@ pub fn write_stream_optimized<R: Read + Seek>(
         f.write_all(&marker(gt_sectors, MARKER_GT)).map_err(w)?;
         at += 1;
         if at > MAX_SECTOR_OFFSET {
-            return Err(VmdkError::TooLarge { path: out.into() });
+            return Err(ImageError::TooLarge { path: out.into() });
         }
         gd.push(sector_u32(at));
         write_u32s_padded(f, table).map_err(w)?;
@@ -470,56 +431,17 @@ fn descriptor(
     bytes
 }
 
-fn extent_name(out: &Path, options: &VmdkOptions) -> Result<String, VmdkError> {
+fn extent_name(out: &Path, options: &VmdkOptions) -> Result<String, ImageError> {
     let name = match &options.extent_name {
         Some(n) => n.clone(),
         None => out
             .file_name()
-            .ok_or_else(|| VmdkError::NoFileName { path: out.into() })?
+            .ok_or_else(|| ImageError::NoFileName { path: out.into() })?
             .to_string_lossy()
             .into_owned(),
     };
     // The descriptor quotes it: keep the quoting intact.
     Ok(name.replace(['"', '\n', '\r'], "_"))
-}
-
-/// The raw image's size in sectors; leaves the reader anywhere.
-fn raw_sectors<R: Seek>(raw: &mut R) -> Result<u64, VmdkError> {
-    let size = raw
-        .seek(SeekFrom::End(0))
-        .map_err(|source| VmdkError::Read { offset: 0, source })?;
-    if size == 0 || size % SECTOR != 0 {
-        return Err(VmdkError::BadRawSize { size });
-    }
-    Ok(size / SECTOR)
-}
-
-/// Reads grain `grain` of a raw image of `capacity` sectors into `buf`,
-/// zero-filling past the end of the image.
-fn read_grain<R: Read + Seek>(
-    raw: &mut R,
-    grain: u64,
-    capacity: u64,
-    buf: &mut [u8],
-) -> Result<(), VmdkError> {
-    let offset = grain * GRAIN_BYTES;
-    let len = (capacity * SECTOR - offset).min(GRAIN_BYTES) as usize;
-    read_at(raw, offset, &mut buf[..len]).map_err(|source| VmdkError::Read { offset, source })?;
-    buf[len..].fill(0);
-    Ok(())
-}
-
-/// Reads exactly `buf.len()` bytes at `offset`.
-pub(crate) fn read_at<R: Read + Seek>(raw: &mut R, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-    raw.seek(SeekFrom::Start(offset))?;
-    raw.read_exact(buf)
-}
-
-/// Whether every byte is zero.
-pub(crate) fn is_zero(buf: &[u8]) -> bool {
-    // OR-folding fixed-size chunks lets the compiler vectorise the scan.
-    buf.chunks(4096)
-        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 fn sector_u32(sector: u64) -> u32 {
@@ -534,97 +456,6 @@ fn write_u32s_padded<W: Write>(w: &mut W, values: &[u32]) -> io::Result<()> {
     }
     bytes.resize(bytes.len().next_multiple_of(SECTOR as usize), 0);
     w.write_all(&bytes)
-}
-
-/// Writes `len` zero bytes.
-pub(crate) fn write_zeros<W: Write>(w: &mut W, mut len: u64) -> io::Result<()> {
-    let zeros = [0u8; 8192];
-    while len > 0 {
-        let n = len.min(zeros.len() as u64) as usize;
-        w.write_all(&zeros[..n])?;
-        len -= n as u64;
-    }
-    Ok(())
-}
-
-fn write_err(path: &Path, source: io::Error) -> VmdkError {
-    VmdkError::Write {
-        path: path.into(),
-        source,
-    }
-}
-
-/// An output file written under a temporary name beside its destination
-/// and renamed into place by [`StagedFile::commit`]; dropped uncommitted, it
-/// removes the temporary file.
-pub(crate) struct StagedFile {
-    dest: PathBuf,
-    file: BufWriter<File>,
-    guard: TempGuard,
-}
-
-/// Removes the temporary file on drop unless disarmed.
-struct TempGuard {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-impl StagedFile {
-    /// Creates `.<name>.<pid>.tmp` in the destination's directory.
-    pub(crate) fn create(dest: &Path) -> io::Result<Self> {
-        let name = dest.file_name().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name")
-        })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{}.tmp", std::process::id()));
-        let tmp = dest.with_file_name(tmp_name);
-        let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
-        let file = match open() {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // A leftover of an earlier run with this process id.
-                fs::remove_file(&tmp)?;
-                open()?
-            }
-            other => other?,
-        };
-        Ok(StagedFile {
-            dest: dest.into(),
-            file: BufWriter::with_capacity(1 << 20, file),
-            guard: TempGuard {
-                path: tmp,
-                armed: true,
-            },
-        })
-    }
-
-    /// The writer of the temporary file.
-    pub(crate) fn writer(&mut self) -> &mut BufWriter<File> {
-        &mut self.file
-    }
-
-    /// Flushes, syncs and renames the file into place.
-    pub(crate) fn commit(self) -> io::Result<()> {
-        let StagedFile {
-            dest,
-            file,
-            mut guard,
-        } = self;
-        let file = file.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&guard.path, &dest)?;
-        guard.armed = false;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
