@@ -13,9 +13,12 @@ PACKAGES=(
     cpio              # inspecting initramfs images in tests
     xz-utils zstd     # test vectors, inspecting archives
     e2fsprogs dosfstools xfsprogs btrfs-progs  # loop-device storage tests
+    util-linux        # losetup, partx, mount: loop-device storage tests
     mtools            # inspecting FAT images
     grub-common       # grub-mkimage: assembles the GRUB images at build time
     kmod              # depmod: cross-checking the module index the builder writes
+    mmdebstrap arch-test  # test guests built from the Debian archive (arch-test: i386 guests)
+    xorriso debian-archive-keyring  # the Tools ISO of the stage-2 tests (apt on the guest's release)
 )
 
 missing=()

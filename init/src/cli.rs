@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
+use crate::lock::{self, LockError, Stage1Lock};
 use crate::protocol::config;
 use crate::protocol::result::RunStatus;
 use crate::protocol::session::{self, MountedTree, RunOptions};
 use crate::runner::{CommandRunner, RealRunner, RecordingRunner};
+use crate::runstate::{DEFAULT_FIXUP_DIR, DEFAULT_SYSROOT, ESP_MOUNT, State};
 
 /// Exit status: the run succeeded / the input is valid.
 pub const EXIT_OK: i32 = 0;
@@ -17,6 +19,9 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 /// Exit status: the command line is wrong.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status: stage 1 is already running on this machine (another
+/// process holds the stage-1 lock); nothing was done.
+pub const EXIT_BUSY: i32 = 3;
 
 /// Inspect, plan, run and undo the OSAM Linux fixup on a guest.
 #[derive(Debug, Parser)]
@@ -33,8 +38,9 @@ pub enum Cmd {
     /// The three JSON files are read from the fixup directory (no BEGIN
     /// needed); progress.txt, fixup.log, result.json and END are written
     /// there. Target file-system UUIDs come from `targetUuid` in
-    /// replica-disk-map.json. Exit status: 0 success, 1 failed fixup,
-    /// 2 usage error.
+    /// replica-disk-map.json. Holds the stage-1 lock while it runs.
+    /// Exit status: 0 success, 1 failed fixup, 2 usage error, 3 stage 1
+    /// is already running (the lock's holder is named).
     Run {
         /// The guest's root, mounted (with its /boot and other mounts).
         #[arg(long, value_name = "DIR")]
@@ -65,8 +71,9 @@ pub enum Cmd {
     ///
     /// Every file stage 1 changed is restored byte for byte from its
     /// backup under /opt/vmware/hcx/osam/data/backup, every file it created
-    /// is removed, as data/manifest.json records them. Exit status: 0 all
-    /// restored, 1 something could not be restored (listed), 2 usage error.
+    /// is removed, as data/manifest.json records them. Holds the stage-1
+    /// lock while it runs. Exit status: 0 all restored, 1 something could
+    /// not be restored (listed), 2 usage error, 3 stage 1 is running.
     Undo {
         /// The guest's root, mounted read-write.
         #[arg(long, value_name = "DIR")]
@@ -81,6 +88,41 @@ pub enum Cmd {
         /// replica-disk-map.json and network-interface-map.json.
         #[arg(long, value_name = "DIR")]
         fixup_dir: PathBuf,
+    },
+    /// Show what PID 1 is doing, and the last lines of progress.txt.
+    ///
+    /// Reads the state file PID 1 keeps (/run/osam/state.json): waiting
+    /// for the input files or BEGIN, running step n/m, finished, failed;
+    /// says who holds the stage-1 lock. Exit status: 0 shown, 1 no state
+    /// file (PID 1 does not serve the protocol on this machine), 2 usage
+    /// error.
+    Status {
+        /// Where progress.txt is.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_FIXUP_DIR)]
+        fixup_dir: PathBuf,
+        /// Print one JSON document: {"state", "rescue", "lock",
+        /// "progress"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bundle logs, results, PID 1's state, the kernel log and the guest's
+    /// OSAM data into one .tar.gz for support.
+    ///
+    /// Without --out the bundle goes to /fixup/ on the fixup disk's FAT
+    /// partition (mounted for the purpose when PID 1 has not mounted it).
+    /// Prints where it went. What is missing is listed in the bundle's
+    /// collect.txt. Exit status: 0 written, 1 not written, 2 usage error
+    /// (no --out and no fixup disk found).
+    Collect {
+        /// The guest's root, for its /opt/vmware/hcx/osam/data.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_SYSROOT)]
+        sysroot: PathBuf,
+        /// Where the results of the run are.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_FIXUP_DIR)]
+        fixup_dir: PathBuf,
+        /// Write the bundle here: a file, or a folder to put it in.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -112,7 +154,26 @@ pub fn dispatch(cmd: Cmd) -> i32 {
         Cmd::Validate { fixup_dir } => validate(&fixup_dir),
         Cmd::Undo { sysroot } => undo(&sysroot),
         Cmd::Plan { sysroot, fixup_dir } => plan(&sysroot, &fixup_dir),
+        Cmd::Status { fixup_dir, json } => status(&fixup_dir, json),
+        Cmd::Collect {
+            sysroot,
+            fixup_dir,
+            out,
+        } => collect(&sysroot, &fixup_dir, out.as_deref()),
     }
+}
+
+/// Takes the stage-1 lock for work on `sysroot`, or says who holds it and
+/// returns the exit status.
+fn take_lock(sysroot: &Path, command: &str) -> Result<Stage1Lock, i32> {
+    let scope = lock::scope(&lock::run_dir(), sysroot);
+    Stage1Lock::acquire(&scope, command).map_err(|e| {
+        eprintln!("fixupctl: {e}");
+        match e {
+            LockError::Busy { .. } => EXIT_BUSY,
+            LockError::Io { .. } => EXIT_FAILED,
+        }
+    })
 }
 
 fn usage_dir(what: &str, dir: &Path) -> Option<i32> {
@@ -131,6 +192,10 @@ fn run(sysroot: &Path, fixup_dir: &Path, no_commands: bool) -> i32 {
     if let Some(code) = usage_dir("--sysroot", sysroot) {
         return code;
     }
+    let _lock = match take_lock(sysroot, "fixupctl run") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     // A fresh run: old results would be mistaken for this run's.
     for f in ["progress.txt", "fixup.log", "result.json", "END"] {
         let _ = std::fs::remove_file(fixup_dir.join(f));
@@ -145,7 +210,10 @@ fn run(sysroot: &Path, fixup_dir: &Path, no_commands: bool) -> i32 {
     } else {
         &mut real
     };
-    let opts = RunOptions { offline: true };
+    let opts = RunOptions {
+        offline: true,
+        ..RunOptions::default()
+    };
     match session::run(fixup_dir, &mut provider, runner, &opts) {
         Ok(doc) => {
             let status = match doc.status {
@@ -333,6 +401,10 @@ fn undo(sysroot: &Path) -> i32 {
     if let Some(code) = usage_dir("--sysroot", sysroot) {
         return code;
     }
+    let _lock = match take_lock(sysroot, "fixupctl undo") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let root = match crate::guestfs::GuestRoot::open(sysroot) {
         Ok(r) => r,
         Err(e) => {
@@ -398,6 +470,236 @@ fn validate(fixup_dir: &Path) -> i32 {
     }
 }
 
+/// The last `n` lines of a text file (read from its last 64 KiB).
+pub fn tail_lines(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let from = len.saturating_sub(64 * 1024);
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    f.take(64 * 1024).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if from > 0 && !lines.is_empty() {
+        // The first line read may be cut.
+        lines.remove(0);
+    }
+    let skip = lines.len().saturating_sub(n);
+    Ok(lines[skip..].iter().map(|l| l.to_string()).collect())
+}
+
+/// Rescue mode's record and banner in the run-time folder
+/// (`pid1::rescue`).
+const RESCUE_STATE: &str = "rescue.json";
+const RESCUE_BANNER: &str = "rescue-banner.txt";
+
+/// `osam.mode=rescue` on a kernel command line?
+fn rescue_on(cmdline: &str) -> bool {
+    crate::cmdline::parse(cmdline).mode == crate::cmdline::Mode::Rescue
+}
+
+/// The status report in words (pure: `status` gathers, this renders).
+pub fn render_status(
+    state: Option<&State>,
+    rescue: bool,
+    holder: Option<&lock::Holder>,
+    progress_path: &Path,
+    progress: &[String],
+) -> String {
+    let mut out = String::new();
+    match state {
+        Some(s) => {
+            out.push_str(&format!("PID 1: {}\n", s.describe()));
+            out.push_str(&format!(
+                "  since {} (stack up since {}, pid {})\n",
+                s.phase_since, s.started_at, s.pid
+            ));
+            if let Some(t) = &s.transport {
+                out.push_str(&format!("  transport: {t}\n"));
+            }
+            if let Some(esp) = &s.esp {
+                out.push_str(&format!(
+                    "  fixup disk: {} (GPT disk GUID {}); files in /fixup/ there, mounted at {} while in use\n",
+                    esp.device, esp.disk_guid, esp.mount_point
+                ));
+            }
+            out.push_str(&format!("  fixup dir: {}\n", s.fixup_dir));
+        }
+        None if rescue => out.push_str(
+            "rescue mode (osam.mode=rescue): PID 1 runs no fixup; fixupctl run works on a tree you mount\n",
+        ),
+        None => out.push_str(
+            "PID 1 keeps no state here: it does not serve the protocol on this machine\n",
+        ),
+    }
+    match holder {
+        Some(h) => out.push_str(&format!("stage-1 lock: held by {h}\n")),
+        None => out.push_str("stage-1 lock: free\n"),
+    }
+    if progress.is_empty() {
+        out.push_str(&format!("no progress in {}\n", progress_path.display()));
+    } else {
+        out.push_str(&format!(
+            "last {} line(s) of {}:\n",
+            progress.len(),
+            progress_path.display()
+        ));
+        for l in progress {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    out
+}
+
+fn status(fixup_dir: &Path, json: bool) -> i32 {
+    let run_dir = lock::run_dir();
+    let state = match State::read(&run_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fixupctl: reading PID 1's state: {e}");
+            None
+        }
+    };
+    let rescue = run_dir.join(RESCUE_STATE).is_file()
+        || std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| rescue_on(&c));
+    let holder = if run_dir.is_dir() {
+        lock::holder_now(&lock::Scope::Machine(run_dir.clone()))
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let progress_path = fixup_dir.join(crate::protocol::report::PROGRESS);
+    let progress = tail_lines(&progress_path, 10).unwrap_or_default();
+    if json {
+        let doc = serde_json::json!({
+            "state": state,
+            "rescue": rescue,
+            "lock": holder,
+            "progress": progress,
+        });
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("fixupctl: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    } else {
+        print!(
+            "{}",
+            render_status(
+                state.as_ref(),
+                rescue,
+                holder.as_ref(),
+                &progress_path,
+                &progress
+            )
+        );
+        if rescue && state.is_none() {
+            // What rescue mode mounted, as its banner said.
+            if let Ok(banner) = std::fs::read_to_string(run_dir.join(RESCUE_BANNER)) {
+                print!("{banner}");
+            }
+        }
+    }
+    if state.is_some() || rescue {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// The fixup disk's `/fixup/` folder for `collect`: where PID 1 has the
+/// ESP mounted, or after mounting it (returned, to be unmounted) when its
+/// device is known from PID 1's state or from `osam.disk=`.
+fn esp_for_collect(
+    run_dir: &Path,
+) -> Result<(PathBuf, Option<crate::pid1::disk_transport::EspMount>), String> {
+    use crate::pid1::disk_transport::{self, EspLocation, EspMount};
+    let mount_point = Path::new(ESP_MOUNT);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if crate::pid1::mounts::is_mounted(&mountinfo, ESP_MOUNT) {
+        return Ok((mount_point.join(disk_transport::ESP_FIXUP_DIR), None));
+    }
+    let from_state = State::read(run_dir).ok().flatten().and_then(|s| s.esp);
+    let location = match from_state {
+        Some(esp) => EspLocation {
+            disk: String::new(),
+            partition: String::new(),
+            number: 0,
+            device: PathBuf::from(esp.device),
+            disk_guid: esp.disk_guid,
+        },
+        None => {
+            let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+            let Some(guid) = crate::cmdline::parse(&cmdline).disk else {
+                return Err(
+                    "the fixup disk's FAT partition is not mounted here and this is not the \
+                     fixup stack (no osam.disk= on the kernel command line)"
+                        .into(),
+                );
+            };
+            disk_transport::find_esp(Path::new("/sys"), Path::new("/dev"), &guid)
+                .map_err(|e| e.to_string())?
+        }
+    };
+    let esp = EspMount::mount(location, mount_point).map_err(|e| e.to_string())?;
+    let dir = esp.fixup_dir();
+    Ok((dir, Some(esp)))
+}
+
+fn collect(sysroot: &Path, fixup_dir: &Path, out: Option<&Path>) -> i32 {
+    let run_dir = lock::run_dir();
+    let now = std::time::SystemTime::now();
+    let stamp = crate::timefmt::rfc3339(now);
+    let stem = crate::collect::bundle_stem(&stamp);
+    let gathered = crate::collect::gather(&crate::collect::Sources::system(
+        fixup_dir, sysroot, &run_dir,
+    ));
+    let data =
+        match crate::collect::bundle(&gathered, &stem, &stamp, crate::timefmt::unix_seconds(now)) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("fixupctl: making the bundle: {e}");
+                return EXIT_FAILED;
+            }
+        };
+    let (path, mut mounted_here) = match out {
+        Some(o) => (crate::collect::out_path(o, &stem), None),
+        None => match esp_for_collect(&run_dir) {
+            Ok((dir, m)) => (dir.join(format!("{stem}.tar.gz")), m),
+            Err(why) => {
+                eprintln!("fixupctl: {why}; give --out FILE or --out DIR");
+                return EXIT_USAGE;
+            }
+        },
+    };
+    let written = crate::collect::write_bundle(&path, &data);
+    if let Some(m) = mounted_here.as_mut() {
+        if let Err(e) = m.unmount() {
+            eprintln!("fixupctl: {e}");
+        }
+    }
+    match written {
+        Ok(()) => {
+            println!("{}", path.display());
+            eprintln!(
+                "collected {} file(s), {} bytes; {} not collected (see collect.txt)",
+                gathered.entries.len(),
+                data.len(),
+                gathered.missing.len()
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("fixupctl: writing {}: {e}", path.display());
+            EXIT_FAILED
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,6 +727,93 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["fixupctl", "validate", "--fixup-dir", "x"]).is_ok());
+        match Cli::try_parse_from(["fixupctl", "status"]).unwrap().cmd {
+            Cmd::Status { fixup_dir, json } => {
+                assert_eq!(fixup_dir, Path::new("/tmp/fixup"));
+                assert!(!json);
+            }
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["fixupctl", "collect"]).unwrap().cmd {
+            Cmd::Collect {
+                sysroot,
+                fixup_dir,
+                out,
+            } => {
+                assert_eq!(sysroot, Path::new("/sysroot"));
+                assert_eq!(fixup_dir, Path::new("/tmp/fixup"));
+                assert_eq!(out, None);
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(Cli::try_parse_from(["fixupctl", "run", "--sysroot", "x"]).is_err());
+    }
+
+    #[test]
+    fn status_in_words() {
+        let mut s = State::new(Path::new("/tmp/fixup"));
+        s.transport = Some("disk".into());
+        s.esp = Some(crate::runstate::EspInfo {
+            device: "/dev/sda2".into(),
+            mount_point: "/run/osam/esp".into(),
+            disk_guid: "12345678-9abc-def0-0123-456789abcdef".into(),
+        });
+        s.set_phase(crate::runstate::Phase::Running, None);
+        s.step = Some(crate::runstate::StepPos {
+            n: 5,
+            of: 12,
+            id: "fstab".into(),
+        });
+        let holder = lock::Holder {
+            pid: 1,
+            command: "osam-init".into(),
+            since: "2026-11-25T19:00:00Z".into(),
+        };
+        let text = render_status(
+            Some(&s),
+            false,
+            Some(&holder),
+            Path::new("/tmp/fixup/progress.txt"),
+            &["a".to_string(), "b".to_string()],
+        );
+        assert!(
+            text.starts_with("PID 1: running stage 1: step 5/12 fstab\n"),
+            "{text}"
+        );
+        assert!(text.contains("  transport: disk\n"), "{text}");
+        assert!(text.contains("fixup disk: /dev/sda2"), "{text}");
+        assert!(
+            text.contains("stage-1 lock: held by osam-init (pid 1, since 2026-11-25T19:00:00Z)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("last 2 line(s) of /tmp/fixup/progress.txt:\n  a\n  b\n"),
+            "{text}"
+        );
+        let text = render_status(None, true, None, Path::new("/p"), &[]);
+        assert!(text.starts_with("rescue mode"), "{text}");
+        assert!(
+            text.contains("stage-1 lock: free\nno progress in /p\n"),
+            "{text}"
+        );
+        assert!(rescue_on("quiet osam.mode=rescue"));
+        assert!(!rescue_on("quiet"));
+    }
+
+    #[test]
+    fn tail_lines_gives_the_last_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("progress.txt");
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        let got = tail_lines(&p, 10).unwrap();
+        assert_eq!(got.len(), 10);
+        assert_eq!(got[0], "line 21");
+        assert_eq!(got[9], "line 30");
+        assert_eq!(tail_lines(&p, 100).unwrap().len(), 30);
+        let long: String = (0..20_000).map(|i| format!("{i:08}\n")).collect();
+        std::fs::write(&p, long).unwrap();
+        assert_eq!(tail_lines(&p, 2).unwrap(), ["00019998", "00019999"]);
+        assert!(tail_lines(&d.path().join("missing"), 10).is_err());
     }
 }

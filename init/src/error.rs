@@ -87,6 +87,9 @@ pub mod codes {
     pub const TRANSPORT_FAILED: &str = "transport.failed";
     /// BEGIN did not come within `osam.begin_timeout`.
     pub const BEGIN_TIMEOUT: &str = "begin.timeout";
+    /// Stage 1 is already running on this machine: another `fixupctl run`
+    /// or `fixupctl undo` holds the stage-1 lock (the message names it).
+    pub const STAGE1_LOCKED: &str = "stage1.locked";
     /// A network configuration file still names a source NIC name or
     /// source MAC after the network fixup planned its changes (a warning
     /// naming the file and line).
@@ -120,6 +123,26 @@ pub mod codes {
     /// A replica partition has neither a known UUID nor a known target
     /// device name; references to it are left as they are (a warning).
     pub const STORAGE_NO_TARGET_IDENTITY: &str = "storage.no_target_identity";
+    /// The guest's root file system is on (or can only be inside) a LUKS
+    /// encrypted volume: encrypted guests are not supported; the message
+    /// names the device.
+    pub const STORAGE_LUKS_UNSUPPORTED: &str = "storage.luks_unsupported";
+    /// A LUKS encrypted volume on the replicas that the guest's root does
+    /// not need was skipped: what it holds is neither mounted nor fixed (a
+    /// warning naming the device).
+    pub const STORAGE_LUKS_SKIPPED: &str = "storage.luks_skipped";
+    /// Two LVM volume groups on the replicas have the same name: the stack
+    /// cannot tell which one the guest uses (nor could the guest at boot);
+    /// the message names both with their UUIDs and PVs.
+    pub const STORAGE_VG_NAME_CLASH: &str = "storage.vg_name_clash";
+    /// An md array could not be assembled or an LVM volume group could not
+    /// be activated (a warning naming the array or VG; the command's output
+    /// is in fixup.log).
+    pub const STORAGE_ASSEMBLY_FAILED: &str = "storage.assembly_failed";
+    /// An LVM volume group could not be deactivated or an md array stopped
+    /// after the guest was unmounted (a warning; the guest's file systems
+    /// are already unmounted).
+    pub const STORAGE_TEARDOWN_FAILED: &str = "storage.teardown_failed";
     /// An fstab entry names a block device that is not among the replicas:
     /// `nofail` was added so that the boot does not stall on it (a warning).
     pub const FSTAB_DEVICE_NOT_REPLICATED: &str = "fstab.device_not_replicated";

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod cmdline;
+pub mod collect;
 pub mod decompress;
 pub mod detect;
 pub mod engine;
@@ -15,14 +16,17 @@ pub mod fsutil;
 pub mod guestfs;
 pub mod guestwrite;
 pub mod kmod;
+pub mod lock;
 pub mod logging;
 pub mod pid1;
 pub mod protocol;
 pub mod reaper;
 pub mod runner;
+pub mod runstate;
 pub mod stage2;
 pub mod storage;
 pub mod timefmt;
+pub mod ui;
 
 /// The stack's version, as reported in READY and result.json.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -256,3 +256,224 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("run"));
 }
+
+/// A folder standing in for the stack's /run/osam (`OSAM_RUN_DIR`).
+fn run_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn run_and_undo_fail_at_once_while_another_process_holds_the_stage1_lock() {
+    use osam_init::lock::{Scope, Stage1Lock};
+    let run = run_dir();
+    let fixup = fixup_dir();
+    fs::write(fixup.path().join("result.json"), b"{\"kept\":true}").unwrap();
+    let sysroot = tempfile::tempdir().unwrap();
+    // This test's process holds the machine's lock, as PID 1 would.
+    let held = Stage1Lock::acquire(&Scope::Machine(run.path().to_path_buf()), "osam-init").unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .args(["run", "--no-commands", "--sysroot"])
+        .arg(sysroot.path())
+        .arg("--fixup-dir")
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stage 1 is already running on this machine")
+            && stderr.contains(&format!("osam-init (pid {}", std::process::id()))
+            && stderr.contains(&run.path().join("stage1.lock").display().to_string()),
+        "{stderr}"
+    );
+    // Nothing of the running stage 1 was touched.
+    assert_eq!(
+        fs::read(fixup.path().join("result.json")).unwrap(),
+        b"{\"kept\":true}"
+    );
+    assert!(!fixup.path().join("progress.txt").exists());
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .args(["undo", "--sysroot"])
+        .arg(sysroot.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // `status` names the holder.
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .args(["status", "--json", "--fixup-dir"])
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["lock"]["pid"], std::process::id(), "{v}");
+    assert_eq!(v["lock"]["command"], "osam-init", "{v}");
+    drop(held);
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .args(["run", "--no-commands", "--sysroot"])
+        .arg(sysroot.path())
+        .arg("--fixup-dir")
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    // The lock is free: it runs (and fails: the tree has no OS).
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(fixup.path().join("END").exists());
+}
+
+#[test]
+fn offline_the_lock_belongs_to_the_guest_tree() {
+    use osam_init::lock::{Stage1Lock, scope};
+    let no_run_dir = run_dir().path().join("absent");
+    let busy_tree = tempfile::tempdir().unwrap();
+    let other_tree = tempfile::tempdir().unwrap();
+    let _held = Stage1Lock::acquire(&scope(&no_run_dir, busy_tree.path()), "fixupctl run").unwrap();
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", &no_run_dir)
+        .args(["undo", "--sysroot"])
+        .arg(busy_tree.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("fixupctl run (pid {}", std::process::id()))
+    );
+    // Another tree is not held up (undo finds nothing to undo there).
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", &no_run_dir)
+        .args(["undo", "--sysroot"])
+        .arg(other_tree.path())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(3), "{out:?}");
+}
+
+#[test]
+fn status_shows_pid_1s_phase_and_the_last_progress_lines() {
+    use osam_init::runstate::{Phase, Tracker};
+    let run = run_dir();
+    let fixup = tempfile::tempdir().unwrap();
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .args(["status", "--fixup-dir"])
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("keeps no state here"));
+
+    let mut t = Tracker::new(run.path(), fixup.path());
+    t.state.transport = Some("disk".into());
+    t.phase(Phase::WaitingForBegin, None);
+    let lines: String = (1..=12)
+        .map(|i| format!("2026-11-25T19:00:{i:02}Z line {i}\n"))
+        .collect();
+    fs::write(fixup.path().join("progress.txt"), lines).unwrap();
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .args(["status", "--fixup-dir"])
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!(
+            "PID 1: waiting for BEGIN in {}\n",
+            fixup.path().display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("  transport: disk\n"), "{text}");
+    assert!(text.contains("stage-1 lock: free\n"), "{text}");
+    assert!(text.contains("last 10 line(s)"), "{text}");
+    assert!(
+        text.contains("line 3\n") && !text.contains("line 2\n"),
+        "{text}"
+    );
+
+    t.step(7, 12, "network");
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .args(["status", "--json", "--fixup-dir"])
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"]["phase"], "running", "{v}");
+    assert_eq!(v["state"]["step"]["id"], "network", "{v}");
+    assert_eq!(v["lock"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["progress"].as_array().unwrap().len(), 10, "{v}");
+}
+
+#[test]
+fn collect_bundles_a_temp_tree_into_a_tar_gz() {
+    use std::io::Read;
+    let run = run_dir();
+    let fixup = fixup_dir();
+    fs::write(fixup.path().join("result.json"), b"{\"status\":\"failed\"}").unwrap();
+    fs::write(fixup.path().join("fixup.log"), b"log line\n").unwrap();
+    fs::write(run.path().join("state.json"), b"{\"phase\":\"finished\"}").unwrap();
+    let sysroot = tempfile::tempdir().unwrap();
+    write(
+        sysroot.path(),
+        "opt/vmware/hcx/osam/data/manifest.json",
+        "{\"changes\":[]}",
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .args(["collect", "--sysroot"])
+        .arg(sysroot.path())
+        .arg("--fixup-dir")
+        .arg(fixup.path())
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let bundle = Path::new(&printed);
+    assert!(bundle.starts_with(out_dir.path()), "{printed}");
+    assert!(printed.ends_with(".tar.gz"), "{printed}");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        fs::File::open(bundle).unwrap(),
+    ));
+    let mut files = std::collections::BTreeMap::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut data = String::new();
+        e.read_to_string(&mut data).unwrap();
+        let (_, rel) = name.split_once('/').unwrap();
+        files.insert(rel.to_string(), data);
+    }
+    assert_eq!(files["fixup/result.json"], "{\"status\":\"failed\"}");
+    assert_eq!(files["fixup/fixup.log"], "log line\n");
+    assert_eq!(files["run/state.json"], "{\"phase\":\"finished\"}");
+    assert_eq!(files["guest/manifest.json"], "{\"changes\":[]}");
+    assert!(files.contains_key("fixup/replica-disk-map.json"));
+    assert!(files.contains_key("proc/cmdline"));
+    assert!(files["collect.txt"].contains("not collected:"), "{files:?}");
+
+    // Without --out and away from the stack there is nowhere to put it.
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if !cmdline.contains("osam.disk=") {
+        let out = Command::new(FIXUPCTL)
+            .env("OSAM_RUN_DIR", run.path().join("absent"))
+            .args(["collect", "--sysroot"])
+            .arg(sysroot.path())
+            .arg("--fixup-dir")
+            .arg(fixup.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--out"));
+    }
+}

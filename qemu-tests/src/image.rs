@@ -169,10 +169,10 @@ fn input_hash(
 }
 
 /// An exclusive `flock` on a file, released when dropped.
-struct FileLock(File);
+pub(crate) struct FileLock(File);
 
 impl FileLock {
-    fn acquire(path: &Path) -> Result<FileLock> {
+    pub(crate) fn acquire(path: &Path) -> Result<FileLock> {
         let file = File::options()
             .create(true)
             .truncate(false)

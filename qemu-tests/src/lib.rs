@@ -7,12 +7,15 @@
 //! machine.
 
 pub mod arch;
+pub mod emulator;
 pub mod error;
+pub mod guests;
 pub mod image;
 pub mod manager;
 pub mod paths;
 pub mod serial;
 pub mod smoke;
+pub mod storage_guests;
 pub mod vm;
 
 pub use arch::Arch;

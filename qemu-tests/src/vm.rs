@@ -32,6 +32,9 @@ use crate::smoke::SmokeBoot;
 
 /// How many serial log lines an error shows.
 pub const LOG_TAIL_LINES: usize = 60;
+/// How long [`Vm::power_off`] waits for a sign on the serial console that
+/// the guest heard the power button.
+pub const POWER_BUTTON_QUIET: Duration = Duration::from_secs(15);
 /// How often [`Vm::wait_for`] polls.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -65,6 +68,20 @@ pub struct VmConfig {
     /// An interactive serial console: a unix socket (QEMU the server) at
     /// this path; the guest's output is still logged to `serial_log`.
     pub serial_socket: Option<PathBuf>,
+    /// Virtual CPUs (`-smp`).
+    pub cpus: u32,
+    /// Storage controllers with their disks (a VM with several disks, as
+    /// the manager builds it). A VM with any of these boots through its
+    /// firmware, never `-kernel`; the boot order is the disks'
+    /// [`Drive::bootindex`].
+    pub controllers: Vec<Controller>,
+    /// A CD-ROM holding this ISO image (on the bus `ide.1`: the PIIX
+    /// secondary channel of machine `pc`, an ICH9 AHCI port on `q35`).
+    pub cdrom: Option<PathBuf>,
+    /// NICs, each on its own QEMU user network (its DHCP server answers).
+    /// Where this is empty QEMU adds its default NIC unless `-nic none`
+    /// is among the extra arguments.
+    pub nics: Vec<Nic>,
 }
 
 /// The firmware of a VM.
@@ -131,6 +148,12 @@ pub enum DiskBus {
     },
     /// An AHCI controller, the disk on its first port.
     Ahci,
+    /// A virtio-scsi controller (id `virtioscsi0`), the disk at this
+    /// target id: where a KVM guest's `/dev/sda` usually lives.
+    VirtioScsi {
+        /// The SCSI target id.
+        scsi_id: u8,
+    },
 }
 
 /// A boot disk.
@@ -190,9 +213,144 @@ impl Disk {
                 "-device".to_owned(),
                 "ide-hd,bus=sata0.0,drive=osamdisk,bootindex=0".to_owned(),
             ]),
+            DiskBus::VirtioScsi { scsi_id } => args.extend([
+                "-device".to_owned(),
+                "virtio-scsi-pci,id=virtioscsi0".to_owned(),
+                "-device".to_owned(),
+                format!("scsi-hd,bus=virtioscsi0.0,scsi-id={scsi_id},drive=osamdisk,bootindex=0"),
+            ]),
         }
         args
     }
+}
+
+/// A storage controller model of a VM with several disks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControllerModel {
+    /// VMware paravirtual SCSI (`pvscsi`): targets 0-63.
+    Pvscsi,
+    /// LSI Logic SAS 1068 (`mptsas1068`): targets 0-7.
+    Mptsas1068,
+    /// AHCI (`ahci`, ICH9): ports 0-5.
+    Ahci,
+}
+
+impl ControllerModel {
+    /// QEMU's device name.
+    pub fn qemu_device(self) -> &'static str {
+        match self {
+            ControllerModel::Pvscsi => "pvscsi",
+            ControllerModel::Mptsas1068 => "mptsas1068",
+            ControllerModel::Ahci => "ahci",
+        }
+    }
+
+    /// How many units (SCSI targets, SATA ports) QEMU gives it.
+    pub fn units(self) -> u8 {
+        match self {
+            ControllerModel::Pvscsi => 64,
+            ControllerModel::Mptsas1068 => 8,
+            ControllerModel::Ahci => 6,
+        }
+    }
+
+    /// Whether it is a SCSI controller (units are target ids).
+    pub fn is_scsi(self) -> bool {
+        !matches!(self, ControllerModel::Ahci)
+    }
+}
+
+/// A storage controller and its disks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controller {
+    /// QEMU's device id (also the prefix of its drives' ids).
+    pub id: String,
+    /// The model.
+    pub model: ControllerModel,
+    /// Its disks.
+    pub drives: Vec<Drive>,
+}
+
+/// A disk on a [`Controller`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive {
+    /// The SCSI target id or the SATA port.
+    pub unit: u8,
+    /// The image file.
+    pub path: PathBuf,
+    /// Its QEMU format (`raw`, `vmdk`, `qcow2`).
+    pub format: String,
+    /// `snapshot=on` (see [`Disk::snapshot`]).
+    pub snapshot: bool,
+    /// Its place in the firmware's boot order (0 first); `None` keeps it
+    /// out of the order.
+    pub bootindex: Option<u32>,
+}
+
+impl Controller {
+    /// QEMU's arguments for the controller and its disks (drive ids
+    /// `<id>-<unit>`).
+    pub fn qemu_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "-device".to_owned(),
+            format!("{},id={}", self.model.qemu_device(), self.id),
+        ];
+        for drive in &self.drives {
+            let drive_id = format!("{}-{}", self.id, drive.unit);
+            let mut spec = format!(
+                "if=none,id={drive_id},file={},format={}",
+                opt_value(&drive.path),
+                drive.format
+            );
+            if drive.snapshot {
+                spec.push_str(",snapshot=on");
+            }
+            let mut device = if self.model.is_scsi() {
+                format!(
+                    "scsi-hd,bus={}.0,scsi-id={},drive={drive_id}",
+                    self.id, drive.unit
+                )
+            } else {
+                format!("ide-hd,bus={}.{},drive={drive_id}", self.id, drive.unit)
+            };
+            if let Some(index) = drive.bootindex {
+                device.push_str(&format!(",bootindex={index}"));
+            }
+            args.extend(["-drive".to_owned(), spec, "-device".to_owned(), device]);
+        }
+        args
+    }
+}
+
+/// A NIC model QEMU emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicModel {
+    /// VMware VMXNET3.
+    Vmxnet3,
+    /// Intel 82540EM.
+    E1000,
+    /// Intel 82574L.
+    E1000e,
+}
+
+impl NicModel {
+    /// QEMU's device name.
+    pub fn qemu_device(self) -> &'static str {
+        match self {
+            NicModel::Vmxnet3 => "vmxnet3",
+            NicModel::E1000 => "e1000",
+            NicModel::E1000e => "e1000e",
+        }
+    }
+}
+
+/// A NIC with a given MAC address, on QEMU user networking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    /// The model.
+    pub model: NicModel,
+    /// Its MAC address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
 }
 
 /// `,` doubled, as QEMU's option parser wants inside a value.
@@ -226,7 +384,47 @@ impl VmConfig {
             disk: None,
             firmware: Firmware::SeaBios,
             serial_socket: None,
+            cpus: 1,
+            controllers: Vec::new(),
+            cdrom: None,
+            nics: Vec::new(),
         }
+    }
+
+    /// A VM booting through `firmware` from the disks of `controllers` (in
+    /// their boot order), 512 MiB.
+    pub fn machine(
+        arch: Arch,
+        firmware: Firmware,
+        controllers: Vec<Controller>,
+        serial_log: impl Into<PathBuf>,
+    ) -> Self {
+        let mut config = Self::new(arch, PathBuf::new(), PathBuf::new(), serial_log);
+        config.cmdline.clear();
+        config.firmware = firmware;
+        config.controllers = controllers;
+        config
+    }
+
+    /// Sets the number of virtual CPUs.
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Adds a CD-ROM holding `iso`.
+    pub fn cdrom(mut self, iso: impl Into<PathBuf>) -> Self {
+        self.cdrom = Some(iso.into());
+        self
+    }
+
+    /// Adds a NIC with MAC address `mac`.
+    pub fn nic(mut self, model: NicModel, mac: impl Into<String>) -> Self {
+        self.nics.push(Nic {
+            model,
+            mac: mac.into(),
+        });
+        self
     }
 
     /// A VM booting `disk` through `firmware`, 512 MiB (GRUB 2.06's EFI
@@ -334,7 +532,7 @@ impl VmConfig {
         push("-cpu");
         push(self.arch.qemu_cpu());
         push("-smp");
-        push("1");
+        push(&self.cpus.max(1).to_string());
         push("-m");
         push(&self.memory_mib.to_string());
         push("-nographic");
@@ -358,6 +556,7 @@ impl VmConfig {
             }
         }
         match &self.disk {
+            None if !self.controllers.is_empty() => {}
             None => {
                 push("-kernel");
                 push(&self.kernel.to_string_lossy());
@@ -371,6 +570,30 @@ impl VmConfig {
                     push(&arg);
                 }
             }
+        }
+        for controller in &self.controllers {
+            for arg in controller.qemu_args() {
+                push(&arg);
+            }
+        }
+        if let Some(iso) = &self.cdrom {
+            push("-drive");
+            push(&format!(
+                "if=none,id=osamcd,media=cdrom,readonly=on,format=raw,file={}",
+                opt_value(iso)
+            ));
+            push("-device");
+            push("ide-cd,bus=ide.1,drive=osamcd");
+        }
+        for (i, nic) in self.nics.iter().enumerate() {
+            push("-netdev");
+            push(&format!("user,id=osamnet{i}"));
+            push("-device");
+            push(&format!(
+                "{},netdev=osamnet{i},mac={}",
+                nic.model.qemu_device(),
+                nic.mac
+            ));
         }
         for (dir, tag) in &self.shares {
             push("-virtfs");
@@ -404,11 +627,22 @@ impl Vm {
     /// Starts QEMU. Its stdout and stderr go to `<serial_log>.qemu-stderr`.
     pub fn start(config: &VmConfig) -> Result<Vm> {
         config.firmware.check()?;
-        if let Some(disk) = &config.disk {
-            if !disk.path.is_file() {
+        let images = config
+            .disk
+            .iter()
+            .map(|d| &d.path)
+            .chain(
+                config
+                    .controllers
+                    .iter()
+                    .flat_map(|c| c.drives.iter().map(|d| &d.path)),
+            )
+            .chain(&config.cdrom);
+        for image in images {
+            if !image.is_file() {
                 return Err(Error::Missing(format!(
                     "the disk image {} is missing",
-                    disk.path.display()
+                    image.display()
                 )));
             }
         }
@@ -660,11 +894,99 @@ impl Vm {
         read_reply(&mut reader)
     }
 
+    /// Waits up to `timeout` for QEMU to exit by itself (the guest powered
+    /// off: QEMU runs with `-no-reboot`).
+    pub fn wait_exit(&mut self, timeout: Duration, what: &str) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: what.to_owned(),
+                    timeout,
+                    log: self.serial_log.clone(),
+                    tail: self.serial_tail(LOG_TAIL_LINES),
+                });
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Powers the VM off over QMP: the ACPI power button
+    /// (`system_powerdown`), up to `grace` for the guest to shut down, then
+    /// `quit`; a QEMU that still runs 10 s later is killed. A guest whose
+    /// serial console stays silent for [`POWER_BUTTON_QUIET`] after the
+    /// button is taken to ignore it (a guest shutting down logs), so that
+    /// `quit` comes early. Says how it ended.
+    pub fn power_off(&mut self, grace: Duration) -> PowerOff {
+        if self.exit_status().is_some() {
+            return PowerOff::AlreadyOff;
+        }
+        if self.qmp("system_powerdown", Value::Null).is_ok() {
+            let deadline = Instant::now() + grace;
+            let mut last_len = self.serial_log_len();
+            let mut last_change = Instant::now();
+            while Instant::now() < deadline {
+                if self.exit_status().is_some() {
+                    return PowerOff::Acpi;
+                }
+                let len = self.serial_log_len();
+                if len != last_len {
+                    last_len = len;
+                    last_change = Instant::now();
+                } else if last_change.elapsed() >= POWER_BUTTON_QUIET {
+                    break;
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        }
+        if self.exit_status().is_some() {
+            return PowerOff::Acpi;
+        }
+        // QEMU may exit before it answers `quit`.
+        let _ = self.qmp("quit", Value::Null);
+        if self
+            .wait_exit(Duration::from_secs(10), "QEMU to quit")
+            .is_ok()
+        {
+            return PowerOff::Quit;
+        }
+        self.kill();
+        PowerOff::Killed
+    }
+
     /// Kills QEMU and reaps it (idempotent).
     pub fn kill(&mut self) {
         if self.exit_status().is_none() {
             let _ = self.child.kill();
             self.status = self.child.wait().ok();
+        }
+    }
+}
+
+/// How [`Vm::power_off`] ended the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerOff {
+    /// QEMU had already exited.
+    AlreadyOff,
+    /// The guest shut down on the ACPI power button.
+    Acpi,
+    /// QMP `quit` (the guest ignored the power button).
+    Quit,
+    /// QEMU was killed (it answered neither).
+    Killed,
+}
+
+impl PowerOff {
+    /// A short name for reports: `already-off`, `acpi`, `quit`, `killed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PowerOff::AlreadyOff => "already-off",
+            PowerOff::Acpi => "acpi",
+            PowerOff::Quit => "quit",
+            PowerOff::Killed => "killed",
         }
     }
 }

@@ -88,10 +88,14 @@ fn quote(s: &str) -> String {
 
 /// The disk's grub.cfg, for BIOS and UEFI alike.
 ///
-/// Three entries: "OSAM automatic fixup" (the default), "OSAM rescue shell"
-/// (`osam.mode=rescue`) and "OSAM automatic fixup (verbose)"
-/// (`osam.verbose=1`, without `quiet`). Each passes `osam.disk=<disk_guid>`
-/// and the consoles `tty0` and `ttyS0` (the last one is `/dev/console`).
+/// Four entries: "OSAM automatic fixup" (the default), "OSAM rescue shell"
+/// (`osam.mode=rescue`), "OSAM automatic fixup (verbose)"
+/// (`osam.verbose=1`, without `quiet`) and "Fix up from files on this
+/// disk" (`osam.transport=disk`: inputs and results in `/fixup/` on the
+/// ESP). Each passes `osam.disk=<disk_guid>` and the consoles `tty0` and
+/// `ttyS0` (the last one is `/dev/console`). The entries keep this order
+/// (people and tests step down the menu); each has an `--id` that
+/// `set default=` in osam-extra.cfg can name.
 /// Every entry appends `$osam_extra`: its default comes from
 /// [`GrubCfg::extra`], and an optional `/boot/grub/osam-extra.cfg` on the
 /// ESP (`set osam_extra="..."`) may change it without rebuilding grub.cfg.
@@ -139,8 +143,16 @@ pub fn grub_cfg(disk_guid: &str, opts: &GrubCfg) -> String {
         "osam-verbose",
         "osam.verbose=1",
     ));
+    cfg.push_str(&entry(
+        "Fix up from files on this disk",
+        DISK_ENTRY_ID,
+        "quiet loglevel=4 osam.transport=disk",
+    ));
     cfg
 }
+
+/// The `--id` of the menu entry that runs the disk transport.
+pub const DISK_ENTRY_ID: &str = "osam-disk";
 
 /// The config built into every image: serial console first (so that a
 /// failure shows on the serial log), then find the ESP by its volume id.
@@ -286,7 +298,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cfg_has_the_three_entries() {
+    fn cfg_has_the_four_entries() {
         let cfg = grub_cfg(
             "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
             &GrubCfg {
@@ -297,17 +309,28 @@ mod tests {
         assert!(cfg.contains("set timeout=3\n"));
         assert!(cfg.contains("serial --unit=0 --speed=115200\n"));
         assert!(cfg.contains("terminal_output serial console\n"));
-        assert_eq!(cfg.matches("menuentry ").count(), 3);
+        assert_eq!(cfg.matches("menuentry ").count(), 4);
         assert_eq!(
             cfg.matches("osam.disk=0fc63daf-8483-4772-8e79-3d69d8477de4 ")
                 .count(),
-            3
+            4
         );
         assert!(cfg.contains("set osam_extra='osam.transport=9p:fixup it'\\''s'\n"));
         let verbose = cfg.split("menuentry").nth(3).unwrap();
         assert!(verbose.contains("osam.verbose=1") && !verbose.contains("quiet"));
         let rescue = cfg.split("menuentry").nth(2).unwrap();
         assert!(rescue.contains("osam.mode=rescue"));
+        let disk = cfg.split("menuentry").nth(4).unwrap();
+        assert!(
+            disk.starts_with(" 'Fix up from files on this disk' --id osam-disk {"),
+            "{disk}"
+        );
+        assert!(
+            disk.contains(" osam.transport=disk $osam_extra\n"),
+            "{disk}"
+        );
+        // Only that entry picks a transport: the others are `auto`.
+        assert_eq!(cfg.matches("osam.transport=disk").count(), 1);
         for line in cfg.lines().filter(|l| l.trim_start().starts_with("linux ")) {
             assert!(line.contains("console=tty0 console=ttyS0,115200"));
             assert!(line.ends_with("$osam_extra"));

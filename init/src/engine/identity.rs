@@ -50,7 +50,11 @@ use crate::fsutil::unescape_octal;
 use crate::protocol::config::{ControllerKind, FstabIdentifiers, Inputs, PartitionInfo};
 
 /// What the probe of PID 1 found on one target block device (a partition,
-/// or a whole disk with `partition: None`). Offline runs pass none.
+/// or a whole disk with `partition: None`), or on a volume assembled from
+/// the replicas (an LVM LV or an md array: `target_device` is its
+/// device-mapper or md name, `disk_index` the disk of its first member,
+/// `partition` `None`; see [`ProbedFs::is_assembled`]). Offline runs pass
+/// none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProbedFs {
     /// Index of the disk in replica-disk-map.json's `disks`.
@@ -63,6 +67,14 @@ pub struct ProbedFs {
     pub uuid: Option<String>,
     pub partuuid: Option<String>,
     pub label: Option<String>,
+}
+
+impl ProbedFs {
+    /// A volume assembled from the replicas (`/dev/mapper/vg-lv`,
+    /// `/dev/md127`) rather than a replica disk or partition.
+    pub fn is_assembled(&self) -> bool {
+        self.partition.is_none() && self.target_device.as_deref().is_some_and(is_stable)
+    }
 }
 
 /// Source reference → target reference.
@@ -360,6 +372,14 @@ fn dev_references(text: &str, out: &mut BTreeSet<String>) {
     }
 }
 
+/// `text` without its comment lines.
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The guest's fstab entries as (spec, mount point, type), decoded.
 fn fstab_entries(text: &str) -> Vec<(String, String, String)> {
     text.lines()
@@ -485,15 +505,23 @@ impl IdentityMap {
 
         // What the guest's files reference.
         let mut refs = BTreeSet::new();
+        // The references that use a device (for the warnings about names
+        // that depend on the disk order): not device.map (it names every
+        // BIOS disk whole) nor comments (anaconda's `#boot=/dev/sda`).
+        let mut uses = BTreeSet::new();
         let mut fstab = Vec::new();
         let mut device_map = Vec::new();
         for path in REFERENCE_FILES {
             if let Ok(Some(text)) = files.read(path) {
                 dev_references(&text, &mut refs);
+                if !path.ends_with("device.map") {
+                    dev_references(&without_comments(&text), &mut uses);
+                }
                 if *path == "/etc/fstab" {
                     fstab = fstab_entries(&text);
                     for (spec, _, _) in &fstab {
                         refs.insert(spec.clone());
+                        uses.insert(spec.clone());
                     }
                 }
                 if path.ends_with("device.map") {
@@ -509,6 +537,7 @@ impl IdentityMap {
             for name in files.list(dir).unwrap_or_default() {
                 if let Ok(Some(text)) = files.read(&format!("{dir}/{name}")) {
                     dev_references(&text, &mut refs);
+                    dev_references(&without_comments(&text), &mut uses);
                 }
             }
         }
@@ -646,19 +675,22 @@ impl IdentityMap {
                 let device = probe
                     .and_then(|p| p.target_device.clone())
                     .or_else(|| predicted.get(&i).map(|disk| partition_name(disk, n)));
-                let target = b.target_for(&d.source_device, n, info, probe, device);
                 let mut sources: Vec<String> =
                     disk_names.iter().map(|dn| partition_name(dn, n)).collect();
                 if let Some(sd) = info.and_then(|p| p.source_device.clone()) {
                     sources.insert(0, sd);
                 }
+                let label = info.and_then(|p| p.label.as_deref());
+                let used = sources.iter().any(|s| uses.contains(s))
+                    || label.is_some_and(|l| uses.contains(&format!("LABEL={l}")));
+                let target = b.target_for(&d.source_device, n, info, probe, device, used);
                 b.add(&sources, info, &target);
             }
 
             // The whole disk (a file system or swap without partitions).
             let probe = probed
                 .iter()
-                .find(|p| p.disk_index == i && p.partition.is_none());
+                .find(|p| p.disk_index == i && p.partition.is_none() && !p.is_assembled());
             let device = probe
                 .and_then(|p| p.target_device.clone())
                 .or_else(|| predicted.get(&i).cloned());
@@ -674,7 +706,7 @@ impl IdentityMap {
             if target.uuid.is_none()
                 && probe.is_none()
                 && let Some(dev) = &target.device
-                && let Some(used) = disk_names.iter().find(|n| refs.contains(*n))
+                && let Some(used) = disk_names.iter().find(|n| uses.contains(*n))
             {
                 b.warn(
                     codes::STORAGE_NO_TARGET_IDENTITY,
@@ -688,6 +720,26 @@ impl IdentityMap {
                 );
             }
             b.add(&disk_names, None, &target);
+        }
+
+        // File systems on volumes assembled from the replicas (LVs, md
+        // arrays) are replicas too: their tags stay as they are.
+        for p in probed.iter().filter(|p| p.is_assembled()) {
+            if is_member_type(p.fs_type.as_deref()) {
+                continue;
+            }
+            let mut keys = Vec::new();
+            if let Some(u) = &p.uuid {
+                keys.push(format!("UUID={u}"));
+                keys.push(format!("/dev/disk/by-uuid/{u}"));
+            }
+            if let Some(l) = &p.label {
+                keys.push(format!("LABEL={l}"));
+                keys.push(format!("/dev/disk/by-label/{}", udev_escape(l)));
+            }
+            for k in keys {
+                b.target_keys.push((k.clone(), k));
+            }
         }
 
         // Links the guest uses that could not be tied to a replica.
@@ -786,6 +838,8 @@ impl Builder {
         info: Option<&PartitionInfo>,
         probe: Option<&ProbedFs>,
         device: Option<String>,
+        // Whether the guest's files name it (else no warning is worth it).
+        used: bool,
     ) -> TargetId {
         let what = format!("partition {n} of {disk}");
         let fs_type = probe
@@ -829,6 +883,7 @@ impl Builder {
             && probe.is_none()
             && info.is_some()
             && !member
+            && used
             && let Some(dev) = &device
         {
             self.warn(
@@ -840,7 +895,7 @@ impl Builder {
                 ),
             );
         }
-        if uuid.is_none() && device.is_none() && info.is_some() && !member {
+        if uuid.is_none() && device.is_none() && info.is_some() && !member && used {
             self.warn(
                 codes::STORAGE_NO_TARGET_IDENTITY,
                 format!(
@@ -1222,6 +1277,119 @@ mod tests {
             let want: BTreeSet<&str> = c.warnings.iter().copied().collect();
             assert_eq!(codes, want, "{}: {w:?}", c.name);
         }
+    }
+
+    #[test]
+    fn assembled_volumes_are_replicas_but_not_the_disk() {
+        let inputs = test_inputs(
+            &one_disk(
+                "/dev/sda",
+                &format!(
+                    r#"{{"number":1,"sourceDevice":"/dev/sda1","fsType":"xfs","sourceUuid":"{U1}","mountPoint":"/boot"}},
+                       {{"number":2,"sourceDevice":"/dev/sda2","fsType":"LVM2_member"}}"#
+                ),
+            ),
+            "uuid",
+        );
+        let lv_uuid = "0b6c9a3e-5a8d-4c0e-9f11-7d2f3c4b5a6e";
+        let probed = vec![
+            ProbedFs {
+                disk_index: 0,
+                partition: Some(2),
+                target_device: s("/dev/sdb2"),
+                fs_type: s("LVM2_member"),
+                uuid: s("Xq3LbD-2uAa-bbbb-cccc-dddd-eeee-ffffff"),
+                ..ProbedFs::default()
+            },
+            ProbedFs {
+                disk_index: 0,
+                partition: None,
+                target_device: s("/dev/mapper/rhel-home"),
+                fs_type: s("xfs"),
+                uuid: s(lv_uuid),
+                label: s("home"),
+                ..ProbedFs::default()
+            },
+        ];
+        assert!(probed[1].is_assembled());
+        assert!(!probed[0].is_assembled());
+        let files = MemFiles::new().with(
+            "/etc/fstab",
+            &format!(
+                "/dev/mapper/rhel-root / xfs defaults 0 0\nUUID={lv_uuid} /home xfs defaults 0 0\n"
+            ),
+        );
+        let (m, _) = IdentityMap::build(&inputs, &probed, &files);
+        // The LV's file system is known (no nofail) and stays as it is.
+        for r in [
+            format!("UUID={lv_uuid}"),
+            format!("UUID={}", lv_uuid.to_uppercase()),
+            format!("/dev/disk/by-uuid/{lv_uuid}"),
+            "LABEL=home".to_string(),
+        ] {
+            assert!(m.is_known(&r), "{r}");
+            assert_eq!(m.rewrite(&r), None, "{r}");
+        }
+        // The whole disk is not the LV.
+        assert_ne!(
+            m.rewrite("/dev/sda").as_deref(),
+            Some(format!("UUID={lv_uuid}").as_str())
+        );
+    }
+
+    #[test]
+    fn device_map_and_comments_do_not_use_the_whole_disk() {
+        let disks = one_disk(
+            "/dev/vda",
+            &format!(
+                r#"{{"number":1,"fsType":"ext4","sourceUuid":"{U1}","targetUuid":"{U1}","mountPoint":"/"}}"#
+            ),
+        );
+        let inputs = test_inputs(&disks, "uuid");
+        let files = MemFiles::new()
+            .with("/etc/fstab", &format!("UUID={U1} / ext4 defaults 1 1\n"))
+            .with(
+                "/boot/grub/device.map",
+                "# this device map was generated by anaconda\n(hd0)     /dev/vda\n",
+            )
+            .with(
+                "/boot/grub/grub.conf",
+                "#          kernel /vmlinuz-version ro root=/dev/vda2\n#boot=/dev/vda\n",
+            );
+        let (m, w) = IdentityMap::build(&inputs, &[], &files);
+        assert!(w.is_empty(), "{w:?}");
+        // The whole disk still maps (for device.map's own rewrite).
+        assert_eq!(
+            m.rewrite_device_name("/dev/vda").as_deref(),
+            Some("/dev/sda")
+        );
+        // A real whole-disk use still warns.
+        let files = files.with(
+            "/etc/default/grub",
+            "GRUB_CMDLINE_LINUX=\"resume=/dev/vda\"\n",
+        );
+        let (_, w) = IdentityMap::build(&inputs, &[], &files);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].code, codes::STORAGE_NO_TARGET_IDENTITY);
+    }
+
+    #[test]
+    fn partitions_without_identity_warn_only_when_named() {
+        // A BIOS boot partition (no file system, no UUID) nothing names.
+        let disks = one_disk(
+            "/dev/sda",
+            &format!(
+                r#"{{"number":1,"sourceDevice":"/dev/sda1","fsType":""}},
+                {{"number":2,"fsType":"ext4","sourceUuid":"{U1}","targetUuid":"{U1}","mountPoint":"/"}},
+                {{"number":3,"sourceDevice":"/dev/sda3"}}"#
+            ),
+        );
+        let inputs = test_inputs(&disks, "uuid");
+        let fstab = format!("UUID={U1} / ext4 defaults 1 1\n/dev/sda3 /srv ext4 defaults 0 2\n");
+        let files = MemFiles::new().with("/etc/fstab", &fstab);
+        let (_, w) = IdentityMap::build(&inputs, &[], &files);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].message.starts_with("partition 3 of /dev/sda"), "{w:?}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::error::{FixupError, Warning, codes};
 use crate::protocol::report::Reporter;
 use crate::protocol::result::{FileRecord, StepRecord, StepStatus};
-use crate::runner::{Command, CommandRecord, CommandRunner};
+use crate::runner::{Command, CommandRecord, CommandRunner, OutputSink};
 use crate::timefmt;
 
 /// What a step reports when it ends without error.
@@ -64,6 +64,7 @@ impl StepCtx<'_> {
     /// A progress line for this step.
     pub fn progress(&mut self, msg: &str) {
         self.reporter.progress(msg);
+        crate::ui::activity(msg);
     }
 
     /// A warning attributed to this step.
@@ -83,13 +84,36 @@ impl StepCtx<'_> {
 
     /// Runs a command (with the step's timeout unless the command has a
     /// shorter one), logs it and records it in the step.
-    pub fn run(&mut self, mut cmd: Command) -> CommandRecord {
+    pub fn run(&mut self, cmd: Command) -> CommandRecord {
+        self.run_inner(cmd, None)
+    }
+
+    /// [`Self::run`], also returning the command's output lines, for
+    /// commands whose report is parsed (`lvm pvs`). The output still goes
+    /// to fixup.log.
+    pub fn run_capture(&mut self, cmd: Command) -> (CommandRecord, Vec<String>) {
+        let mut lines = Vec::new();
+        let rec = self.run_inner(cmd, Some(&mut lines));
+        (rec, lines)
+    }
+
+    fn run_inner(&mut self, mut cmd: Command, capture: Option<&mut Vec<String>>) -> CommandRecord {
         if cmd.timeout > self.command_timeout {
             cmd.timeout = self.command_timeout;
         }
         self.reporter
             .progress(&format!("running: {}", cmd.display()));
-        let rec = self.runner.run(&cmd, self.reporter);
+        crate::ui::command_started(&cmd.display());
+        let rec = match capture {
+            None => self.runner.run(&cmd, self.reporter),
+            Some(lines) => {
+                let mut tee = Tee {
+                    inner: &mut *self.reporter,
+                    lines,
+                };
+                self.runner.run(&cmd, &mut tee)
+            }
+        };
         let outcome = if !rec.ran && rec.error.is_none() {
             "not run".to_string()
         } else if rec.succeeded() {
@@ -97,6 +121,7 @@ impl StepCtx<'_> {
         } else {
             rec.describe_failure()
         };
+        crate::ui::command_finished(rec.succeeded() || !rec.ran && rec.error.is_none(), &outcome);
         self.reporter
             .log(&format!("$ {} -> {outcome}", cmd.display()));
         self.record.commands.push(rec.clone());
@@ -115,6 +140,23 @@ impl StepCtx<'_> {
     }
 }
 
+/// Passes output on and keeps a copy of each line.
+struct Tee<'a> {
+    inner: &'a mut dyn OutputSink,
+    lines: &'a mut Vec<String>,
+}
+
+impl OutputSink for Tee<'_> {
+    fn output_line(&mut self, line: &str) {
+        self.inner.output_line(line);
+        self.lines.push(line.to_string());
+    }
+
+    fn heartbeat(&mut self, cmd: &Command, elapsed: Duration) {
+        self.inner.heartbeat(cmd, elapsed);
+    }
+}
+
 /// Runs one step: `n` of `total` in progress lines. The step's record goes
 /// into the report; its error is returned (and recorded) so the caller can
 /// apply the failure policy.
@@ -127,6 +169,7 @@ pub fn run_step<T>(
     f: impl FnOnce(&mut StepCtx) -> Result<(StepOutcome, T), FixupError>,
 ) -> Result<T, FixupError> {
     reporter.current = Some((n, total, id.to_string()));
+    crate::ui::step_started((n, total), id, reporter.migration_id.as_deref());
     reporter.progress("started");
     let start = Instant::now();
     let mut ctx = StepCtx {
@@ -186,6 +229,7 @@ pub fn run_step<T>(
             Err(e)
         }
     };
+    crate::ui::step_finished(id, record.status);
     reporter.steps.push(record);
     reporter.current = None;
     ret

@@ -7,10 +7,13 @@
 //! exists, is logged on the consoles and `/dev/kmsg`, and PID 1 goes on
 //! reaping, answering signals and keeping the console usable.
 
+pub mod disk_transport;
 pub mod guest;
 pub mod mounts;
+pub mod rescue;
 pub mod signals;
 pub mod supervise;
+pub mod sysroot;
 pub mod transport;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -22,12 +25,15 @@ use crate::cmdline::{self, After, Mode, Options, Transport};
 use crate::error::{FixupError, codes};
 use crate::fsutil;
 use crate::kmod::Loader;
+use crate::lock::{self, Stage1Lock};
 use crate::logging::{self, ConsoleSink, KmsgSink};
-use crate::protocol::report::{BEGIN, READY, Reporter};
+use crate::protocol::report::{READY, Reporter};
 use crate::protocol::result::{Ready, StackInfo};
 use crate::protocol::session::{self, RunOptions};
 use crate::reaper;
 use crate::runner::RealRunner;
+use crate::runstate::{self, Phase, Tracker};
+use disk_transport::{BeginAt, EspMount};
 use signals::Request;
 use supervise::Supervised;
 
@@ -51,6 +57,7 @@ pub fn main() -> ! {
     };
     if let Some(e) = msg {
         logging::error(format!("{}: {}", e.code, e.message));
+        crate::ui::fatal(&e);
         write_failure(e);
     }
     finish(after)
@@ -81,7 +88,7 @@ fn boot(after: &mut After) -> Result<(), FixupError> {
     let mount_errors = mounts::mount_table();
     for tty in ["/dev/ttyS0", "/dev/tty0"] {
         if let Ok(c) = ConsoleSink::open(tty) {
-            logging::add_sink(Box::new(c));
+            logging::add_sink(crate::ui::console_sink(tty, c));
         }
     }
     if let Ok(k) = KmsgSink::open() {
@@ -97,6 +104,9 @@ fn boot(after: &mut After) -> Result<(), FixupError> {
     *after = opts.after;
     logging::set_verbose(opts.verbose);
     let stack = StackInfo::current();
+    if opts.mode != Mode::Rescue && !opts.verbose {
+        crate::ui::enable(&stack); // the status screen on tty0
+    }
     logging::info(format!(
         "OSAM fixup stack {} ({}), kernel {}",
         stack.version, stack.arch, stack.kernel
@@ -108,9 +118,10 @@ fn boot(after: &mut After) -> Result<(), FixupError> {
 
     let mut loader = load_modules();
     if opts.mode == Mode::Rescue {
-        load_storage_stack(&mut loader);
-        logging::info("rescue mode: the guest is not touched; a shell is offered on the console");
         *after = After::Shell;
+        load_storage_stack(&mut loader);
+        logging::info("rescue mode: the guest is mounted read-only; a shell on the console");
+        rescue::start(&opts);
         return Ok(());
     }
     protocol(&opts, &mut loader)
@@ -201,7 +212,18 @@ pub fn prepare_fixup_dir(dir: &Path, transport: &Transport) -> std::io::Result<(
 }
 
 fn protocol(opts: &Options, loader: &mut Loader) -> Result<(), FixupError> {
-    let channel = transport::setup(&opts.transport, loader)?;
+    let mut state = Tracker::new(&lock::run_dir(), Path::new(runstate::DEFAULT_FIXUP_DIR));
+    // Creates /run/osam: from here on the stage-1 lock is the machine's.
+    state.save();
+    let mut channel = match transport::setup(opts, loader) {
+        Ok(c) => c,
+        Err(e) => {
+            state.phase(Phase::Failed, Some(format!("{}: {}", e.code, e.message)));
+            return Err(e);
+        }
+    };
+    state.state.transport = Some(channel.transport.as_string());
+    state.state.esp = channel.esp.as_ref().map(EspMount::info);
     let mut tools = match channel.transport {
         Transport::Vmtools => {
             let s = Supervised::vmtoolsd(transport::is_vmware(Path::new("/sys")));
@@ -213,27 +235,171 @@ fn protocol(opts: &Options, loader: &mut Loader) -> Result<(), FixupError> {
         _ => None,
     };
     let dir = channel.fixup_dir.clone();
-    prepare_fixup_dir(&dir, &channel.transport).map_err(|e| {
-        FixupError::new(
+    if let Err(e) = prepare_fixup_dir(&dir, &channel.transport) {
+        let e = FixupError::new(
             codes::TRANSPORT_FAILED,
             format!("cannot create {}: {e}", dir.display()),
-        )
-    })?;
+        );
+        state.phase(Phase::Failed, Some(format!("{}: {}", e.code, e.message)));
+        return Err(e);
+    }
     if let Ok(mut g) = FIXUP_DIR.lock() {
         *g = Some(dir.clone());
+    }
+    let mut shells = WaitShells::default();
+    let offer_shells = channel.transport == Transport::Disk;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        serve(
+            opts,
+            loader,
+            &dir,
+            &mut state,
+            channel.esp.as_mut(),
+            tools.as_mut(),
+            offer_shells.then_some(&mut shells),
+        )
+    }))
+    .unwrap_or_else(|_| {
+        Err(FixupError::new(
+            codes::INTERNAL,
+            "the fixup stack stopped on an internal error; the console and fixup.log show where",
+        ))
+    });
+    if let Err(e) = &outcome {
+        write_failure(e.clone());
+        state.finished("failed", Some(format!("{}: {}", e.code, e.message)));
+    }
+    if let Some(esp) = channel.esp.as_mut() {
+        results_to_esp(esp, &dir);
+    }
+    if opts.after == After::Shell {
+        // The shell loop takes the consoles over.
+        shells.stop();
+    }
+    outcome
+}
+
+/// Waits for BEGIN, takes the stage-1 lock and runs stage 1 in `dir`.
+fn serve(
+    opts: &Options,
+    loader: &mut Loader,
+    dir: &Path,
+    state: &mut Tracker,
+    mut esp: Option<&mut EspMount>,
+    tools: Option<&mut Supervised>,
+    shells: Option<&mut WaitShells>,
+) -> Result<(), FixupError> {
+    let esp_fixup = esp.as_deref().map(EspMount::fixup_dir);
+    if let Some(from) = &esp_fixup {
+        import_from_esp(from, dir);
     }
     logging::info(format!(
         "ready: {} created ({}); waiting for BEGIN",
         dir.display(),
-        channel.transport.as_string()
+        state.state.transport.as_deref().unwrap_or("?")
     ));
+    crate::ui::ready(dir, state.state.transport.as_deref().unwrap_or("?"));
+    let begin = wait_for_begin(opts, dir, esp.as_deref_mut(), state, tools, shells)?;
+    if let (BeginAt::Esp, Some(from)) = (begin, &esp_fixup) {
+        import_from_esp(from, dir);
+    }
+    let scope = lock::scope(&state.run_dir, Path::new(guest::SYSROOT));
+    let _lock = Stage1Lock::acquire(&scope, "osam-init")
+        .map_err(|e| FixupError::new(codes::STAGE1_LOCKED, e.to_string()))?;
+    if let (Some(esp), Some(esp_dir)) = (esp, &esp_fixup) {
+        // BEGIN is consumed and the last results go; the ESP stays
+        // read-only (clean) while stage 1 runs.
+        if let Err(e) = disk_transport::start_run(esp_dir) {
+            logging::warn(format!(
+                "disk transport: clearing {}: {e}",
+                esp_dir.display()
+            ));
+        }
+        if let Err(e) = esp.set_read_only(true) {
+            logging::warn(format!("disk transport: {e}"));
+        }
+    }
+    logging::info("BEGIN: starting stage 1");
+    state.phase(Phase::Running, None);
+    // Needed only from here on: loaded after READY, so the manager sees
+    // the stack sooner.
+    load_storage_stack(loader);
+    let mut provider = guest::StackGuest::new(opts.disk_timeout);
+    let mut runner = RealRunner {
+        cancel: Some(&signals::STOP),
+    };
+    let run_opts = RunOptions {
+        offline: false,
+        state: Some(state.clone()),
+    };
+    match session::run(dir, &mut provider, &mut runner, &run_opts) {
+        Ok(doc) => {
+            let ok = doc.errors.is_empty();
+            logging::info(format!(
+                "stage 1 {}: result.json and END written",
+                if ok { "succeeded" } else { "FAILED" }
+            ));
+            for e in &doc.errors {
+                logging::error(format!("{}: {}", e.code, e.message));
+            }
+            let first = doc
+                .errors
+                .first()
+                .map(|e| format!("{}: {}", e.code, e.message));
+            state.finished(if ok { "success" } else { "failed" }, first);
+            Ok(())
+        }
+        Err(e) => Err(FixupError::new(
+            codes::TRANSPORT_FAILED,
+            format!("cannot write the results into {}: {e}", dir.display()),
+        )),
+    }
+}
 
-    // Wait for BEGIN, polling (9p delivers no events for host writes).
+/// Polls for BEGIN in `dir` and, with the disk transport, in the ESP's
+/// folder (9p delivers no events for host writes), keeping the state file
+/// up to date, reaping, supervising vmtoolsd and answering signals.
+fn wait_for_begin(
+    opts: &Options,
+    dir: &Path,
+    mut esp: Option<&mut EspMount>,
+    state: &mut Tracker,
+    mut tools: Option<&mut Supervised>,
+    mut shells: Option<&mut WaitShells>,
+) -> Result<BeginAt, FixupError> {
+    let esp_fixup = esp.as_deref().map(EspMount::fixup_dir);
     let start = Instant::now();
     let mut next_note = Duration::from_secs(60);
+    let mut first = true;
     loop {
-        if dir.join(BEGIN).exists() {
-            break;
+        if let Some(at) = disk_transport::begin_at(dir, esp_fixup.as_deref()) {
+            return Ok(at);
+        }
+        if first {
+            first = false;
+            if let Some(s) = shells.as_deref_mut() {
+                logging::info(format!(
+                    "no BEGIN yet: from the shell on the console, put the input files \
+                     and BEGIN into {} (the fixup disk's /fixup) or into {}",
+                    esp_fixup
+                        .as_deref()
+                        .map_or_else(|| "-".to_string(), |p| p.display().to_string()),
+                    dir.display()
+                ));
+                s.start();
+            }
+        }
+        let missing: Vec<&str> = runstate::missing_inputs(dir)
+            .into_iter()
+            .filter(|f| !esp_fixup.as_deref().is_some_and(|e| e.join(f).is_file()))
+            .collect();
+        if missing.is_empty() {
+            state.phase(Phase::WaitingForBegin, None);
+        } else {
+            state.phase(
+                Phase::WaitingForFiles,
+                Some(format!("missing {}", missing.join(", "))),
+            );
         }
         if let Some(t) = opts.begin_timeout {
             if start.elapsed() >= t {
@@ -249,6 +415,9 @@ fn protocol(opts: &Options, loader: &mut Loader) -> Result<(), FixupError> {
         }
         if let Some(req) = signals::pending() {
             logging::info(format!("{req:?} requested while waiting for BEGIN"));
+            if let Some(esp) = esp.as_deref_mut() {
+                let _ = esp.unmount();
+            }
             stop(req);
         }
         if start.elapsed() >= next_note {
@@ -259,42 +428,141 @@ fn protocol(opts: &Options, loader: &mut Loader) -> Result<(), FixupError> {
             ));
             next_note += Duration::from_secs(60);
         }
-        if let Some(t) = tools.as_mut() {
+        if let Some(t) = tools.as_deref_mut() {
             t.poll();
         }
+        if let Some(s) = shells.as_deref_mut() {
+            s.poll();
+        }
+        crate::ui::waiting(dir);
         reaper::reap();
         std::thread::sleep(Duration::from_millis(250));
     }
-    logging::info("BEGIN: starting stage 1");
-    // Needed only from here on: loaded after READY, so the manager sees
-    // the stack sooner.
-    load_storage_stack(loader);
-    let mut provider = guest::StackGuest::new(opts.disk_timeout);
-    let mut runner = RealRunner {
-        cancel: Some(&signals::STOP),
-    };
-    match session::run(&dir, &mut provider, &mut runner, &RunOptions::default()) {
-        Ok(doc) => {
-            logging::info(format!(
-                "stage 1 {}: result.json and END written",
-                if doc.errors.is_empty() {
-                    "succeeded"
-                } else {
-                    "FAILED"
-                }
-            ));
-            for e in &doc.errors {
-                logging::error(format!("{}: {}", e.code, e.message));
-            }
+}
+
+/// Copies the ESP's input files into the fixup directory (logged).
+fn import_from_esp(esp_fixup: &Path, dir: &Path) {
+    match disk_transport::import_inputs(esp_fixup, dir) {
+        Ok(names) if names.is_empty() => logging::info(format!(
+            "disk transport: no input files in {} yet",
+            esp_fixup.display()
+        )),
+        Ok(names) => logging::info(format!(
+            "disk transport: copied {} from {}",
+            names.join(", "),
+            esp_fixup.display()
+        )),
+        Err(e) => logging::error(format!(
+            "disk transport: copying the input files from {}: {e}",
+            esp_fixup.display()
+        )),
+    }
+}
+
+/// Writes the results back to the ESP's folder (END last), syncs and
+/// unmounts it. Failures are logged: the results stay in /tmp/fixup.
+fn results_to_esp(esp: &mut EspMount, dir: &Path) {
+    if let Err(e) = esp.set_read_only(false) {
+        logging::error(format!("disk transport: {e}"));
+    }
+    let target = esp.fixup_dir();
+    match disk_transport::export_results(dir, &target) {
+        Ok(written) => logging::info(format!(
+            "disk transport: {} written to /{}/ on {}",
+            written.join(", "),
+            disk_transport::ESP_FIXUP_DIR,
+            esp.location.device.display()
+        )),
+        Err(e) => logging::error(format!(
+            "disk transport: cannot write the results to {}: {e}; they are only in {}",
+            target.display(),
+            dir.display()
+        )),
+    }
+    match esp.unmount() {
+        Ok(()) => logging::info(format!(
+            "disk transport: {} synced and unmounted",
+            esp.location.device.display()
+        )),
+        Err(e) => logging::warn(format!("disk transport: {e}")),
+    }
+}
+
+/// Shells on the consoles while the disk transport waits for BEGIN, so
+/// that an engineer can put the files in place; restarted when they exit
+/// (at most every 2 s), given up on a console that cannot be opened.
+#[derive(Debug, Default)]
+struct WaitShells {
+    shell: Option<&'static str>,
+    consoles: Vec<WaitShell>,
+}
+
+#[derive(Debug)]
+struct WaitShell {
+    tty: &'static str,
+    pid: Option<i32>,
+    last_start: Option<Instant>,
+    given_up: bool,
+}
+
+impl WaitShells {
+    fn start(&mut self) {
+        self.shell = ["/bin/sh", "/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        if self.shell.is_none() {
+            logging::warn("no shell in this stack");
+            return;
         }
-        Err(e) => {
-            return Err(FixupError::new(
-                codes::TRANSPORT_FAILED,
-                format!("cannot write the results into {}: {e}", dir.display()),
-            ));
+        crate::ui::release(); // the shells take the consoles
+        self.consoles = ["/dev/ttyS0", "/dev/tty1"]
+            .into_iter()
+            .map(|tty| WaitShell {
+                tty,
+                pid: None,
+                last_start: None,
+                given_up: false,
+            })
+            .collect();
+        self.poll();
+    }
+
+    fn poll(&mut self) {
+        let Some(sh) = self.shell else {
+            return;
+        };
+        for c in &mut self.consoles {
+            if let Some(p) = c.pid {
+                if reaper::try_exit(p).is_none() {
+                    continue;
+                }
+                c.pid = None;
+            }
+            if c.given_up
+                || c.last_start
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+            {
+                continue;
+            }
+            c.pid = spawn_shell(sh, c.tty);
+            c.last_start = Some(Instant::now());
+            c.given_up = c.pid.is_none();
         }
     }
-    Ok(())
+
+    fn stop(&mut self) {
+        for c in &mut self.consoles {
+            if let Some(p) = c.pid.take() {
+                // The shell leads its own session (setsid): its group goes.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            c.given_up = true;
+        }
+        reaper::reap();
+    }
 }
 
 /// Syncs and powers off or reboots. Never returns.
@@ -316,6 +584,7 @@ fn finish(after: After) -> ! {
     match after {
         After::Poweroff => stop(Request::Poweroff),
         After::Shell => {
+            crate::ui::release();
             shell_loop();
         }
         After::Wait => {

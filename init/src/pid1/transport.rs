@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use nix::mount::MsFlags;
 
-use crate::cmdline::Transport;
+use crate::cmdline::{Options, Transport};
 use crate::error::{FixupError, codes};
 use crate::kmod::Loader;
 use crate::logging;
+use crate::pid1::disk_transport::{self, EspMount, VFAT_MODULES};
 use crate::pid1::mounts::mount_one;
+use crate::runstate::ESP_MOUNT;
 
 /// The 9p share tag that `auto` looks for.
 pub const DEFAULT_9P_TAG: &str = "fixup";
@@ -57,15 +59,21 @@ pub fn resolve_auto(tags: &[String], vmware: bool) -> Transport {
 }
 
 /// The transport as set up.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Channel {
     pub transport: Transport,
     /// The directory the protocol runs in: /tmp/fixup.
     pub fixup_dir: PathBuf,
+    /// The disk transport's FAT partition, mounted.
+    pub esp: Option<EspMount>,
 }
 
 /// Sets the transport up. `auto` waits briefly for a 9p share to show.
-pub fn setup(requested: &Transport, loader: &mut Loader) -> Result<Channel, FixupError> {
+/// The disk transport fails when `osam.transport=disk` was asked for and
+/// the fixup disk's FAT partition cannot be found or mounted; when `auto`
+/// chose it, the stack carries on with /tmp/fixup on tmpfs instead.
+pub fn setup(opts: &Options, loader: &mut Loader) -> Result<Channel, FixupError> {
+    let requested = &opts.transport;
     let sysfs = Path::new("/sys");
     let transport = match requested {
         Transport::Auto => {
@@ -85,19 +93,59 @@ pub fn setup(requested: &Transport, loader: &mut Loader) -> Result<Channel, Fixu
         }
         t => t.clone(),
     };
+    let mut esp = None;
     match &transport {
         Transport::NineP(tag) => mount_9p(tag, loader)?,
         Transport::Vmtools => {}
-        Transport::Disk => logging::warn(
-            "the disk transport is not available in this build: waiting in /tmp/fixup \
-             (tmpfs); use osam.transport=9p:<tag> or vmtools",
-        ),
+        Transport::Disk => match mount_esp(opts, loader) {
+            Ok(m) => esp = Some(m),
+            Err(e) if *requested == Transport::Auto => logging::warn(format!(
+                "{}: {}; waiting in /tmp/fixup (tmpfs) instead",
+                e.code, e.message
+            )),
+            Err(e) => return Err(e),
+        },
         Transport::Auto => {}
     }
     Ok(Channel {
         transport,
         fixup_dir: PathBuf::from("/tmp/fixup"),
+        esp,
     })
+}
+
+/// Finds the fixup disk's FAT partition (`osam.disk=`), loads vfat and
+/// mounts it at /run/osam/esp.
+fn mount_esp(opts: &Options, loader: &mut Loader) -> Result<EspMount, FixupError> {
+    let failed = |what: String| FixupError::new(codes::TRANSPORT_FAILED, what);
+    let location = disk_transport::wait_for_esp(
+        Path::new("/sys"),
+        Path::new("/dev"),
+        opts.disk.as_deref(),
+        opts.disk_timeout,
+    )
+    .map_err(|e| failed(format!("disk transport: {e}")))?;
+    logging::info(format!(
+        "disk transport: the fixup disk is /dev/{}, its FAT partition {}",
+        location.disk,
+        location.device.display()
+    ));
+    for m in VFAT_MODULES {
+        if let Err(e) = loader.load(m) {
+            logging::debug(format!("module {m}: {e}"));
+        }
+    }
+    let esp = EspMount::mount(location, Path::new(ESP_MOUNT))
+        .map_err(|e| failed(format!("disk transport: {e}")))?;
+    logging::info(format!(
+        "disk transport: {} mounted on {}; inputs and results in {}",
+        esp.location.device.display(),
+        esp.mount_point.display(),
+        esp.mount_point
+            .join(disk_transport::ESP_FIXUP_DIR)
+            .display()
+    ));
+    Ok(esp)
 }
 
 fn wait_for_tags(sysfs: &Path, want: Option<&str>, limit: Duration) -> Vec<String> {

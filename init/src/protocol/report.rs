@@ -13,6 +13,7 @@ use crate::fsutil;
 use crate::logging;
 use crate::protocol::result::{ResultDoc, RunStatus, StackInfo, StepRecord};
 use crate::runner::{Command, OutputSink};
+use crate::runstate::Tracker;
 use crate::timefmt;
 
 pub const PROGRESS: &str = "progress.txt";
@@ -40,6 +41,8 @@ pub struct Reporter {
     pub migration_id: Option<String>,
     /// Echo command output to the console (`osam.verbose=1`).
     pub echo_output: bool,
+    /// PID 1's state file, told of each step as it starts.
+    pub state: Option<Tracker>,
     tail: VecDeque<String>,
 }
 
@@ -74,6 +77,7 @@ impl Reporter {
             guest: None,
             migration_id: None,
             echo_output: logging::verbose(),
+            state: None,
             tail: VecDeque::new(),
         }
     }
@@ -101,6 +105,9 @@ impl Reporter {
     /// One progress event: a flushed line in progress.txt, and in
     /// fixup.log and on the console.
     pub fn progress(&mut self, msg: &str) {
+        if let (Some(t), Some((n, m, id))) = (&mut self.state, &self.current) {
+            t.step(*n, *m, id);
+        }
         let line = format!("{} {}{}", timefmt::now(), self.prefix(), one_line(msg));
         if let Some(f) = &mut self.progress {
             let _ = writeln!(f, "{line}");
@@ -126,6 +133,7 @@ impl Reporter {
     pub fn warn(&mut self, w: Warning) {
         let text = format!("warning: {}: {}", w.code, w.message);
         self.progress(&text);
+        crate::ui::warning(&w);
         self.warnings.push(w);
     }
 
@@ -135,6 +143,7 @@ impl Reporter {
             text.push_str(&format!(" ({d})"));
         }
         self.progress(&text);
+        crate::ui::error(&e);
         self.errors.push(e);
     }
 
@@ -178,6 +187,8 @@ impl Reporter {
             "finished: {status} in {:.1} s",
             doc.duration_ms as f64 / 1000.0
         ));
+        // The console's last screen is up before END tells the manager.
+        crate::ui::finished(&doc, &self.dir);
         if let Some(f) = &mut self.log {
             f.flush()?;
             f.sync_all()?;
@@ -200,6 +211,7 @@ impl OutputSink for Reporter {
         if self.echo_output {
             logging::info(format!("  | {line}"));
         }
+        crate::ui::output_line(line);
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }
@@ -249,6 +261,24 @@ mod tests {
         assert_eq!(v["status"], "success");
         assert_eq!(v["warnings"][0]["code"], "config.unknown_field");
         assert!(d.path().join(END).exists());
+    }
+
+    #[test]
+    fn each_step_is_written_to_the_state_file() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("run");
+        let mut r = Reporter::create(d.path());
+        r.state = Some(Tracker::new(&run, d.path()));
+        r.progress("before any step");
+        assert!(crate::runstate::State::read(&run).unwrap().is_none());
+        r.current = Some((2, 9, "storage".into()));
+        r.progress("started");
+        let s = crate::runstate::State::read(&run).unwrap().unwrap();
+        assert_eq!(s.describe(), "running stage 1: step 2/9 storage");
+        r.current = Some((3, 9, "detect".into()));
+        r.progress("started");
+        let s = crate::runstate::State::read(&run).unwrap().unwrap();
+        assert_eq!(s.step.unwrap().id, "detect");
     }
 
     #[test]

@@ -84,6 +84,8 @@ impl GuestProvider for MountedTree {
 pub struct RunOptions {
     /// Take target file-system UUIDs from `targetUuid` (no probing).
     pub offline: bool,
+    /// PID 1's state file, rewritten as each step starts.
+    pub state: Option<crate::runstate::Tracker>,
 }
 
 /// The steps before the fixups proper.
@@ -99,6 +101,7 @@ pub fn run(
     opts: &RunOptions,
 ) -> std::io::Result<ResultDoc> {
     let mut reporter = Reporter::create(dir);
+    reporter.state = opts.state.clone();
     let total = FIRST_STEPS + engine::stage1::STEP_COUNT;
     let default_timeout = Duration::from_secs(900);
 

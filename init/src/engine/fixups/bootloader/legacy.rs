@@ -1,5 +1,7 @@
-//! GRUB legacy (0.97: RHEL 5/6, SLES 11): `grub.conf` / `menu.lst`, whose
-//! `kernel` lines carry the command line, and `device.map`.
+//! GRUB legacy (0.97: RHEL 5/6, SLES 11, old Debian): `grub.conf` /
+//! `menu.lst`, whose `kernel` lines carry the command line, and
+//! `device.map`. Debian's `update-grub` writes later kernels' lines from
+//! the `# kopt=` and `# defoptions=` comments: those are rewritten too.
 //!
 //! `root (hd0,0)` lines are kept: GRUB's BIOS disk numbers do not change
 //! with the migration (the boot disk is BIOS disk 0 on VMware too).
@@ -25,13 +27,49 @@ pub const CONFIGS: &[&str] = &[
 ];
 pub const DEVICE_MAP: &str = "/boot/grub/device.map";
 
+/// Debian's `update-grub` (grub-legacy) writes the `kernel` lines of the
+/// kernels it adds later from magic comments: `# kopt=` (every kernel, or
+/// one version with `# kopt_2_6_32=`) and `# defoptions=` (the default
+/// entries only). Where a line is one: the value's start, and whether it
+/// is a `kopt` (which gets the NIC options).
+fn update_grub_option(body: &str) -> Option<(usize, bool)> {
+    let rest = body.trim_start().strip_prefix('#')?;
+    let r = rest.trim_start_matches([' ', '\t']);
+    let (name, _) = r.split_once('=')?;
+    let kopt = name == "kopt"
+        || name.strip_prefix("kopt_").is_some_and(|v| {
+            !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+    if !kopt && name != "defoptions" {
+        return None;
+    }
+    Some((body.len() - r.len() + name.len() + 1, kopt))
+}
+
 /// The `kernel` lines' arguments rewritten (the kernel path and GRUB's own
-/// `--` options before it kept).
+/// `--` options before it kept), and Debian's `# kopt=` / `# defoptions=`
+/// (see [`update_grub_option`]).
 pub fn rewrite_config(text: &str, opts: &CmdlineOpts) -> (String, Vec<String>) {
     let mut changes = Vec::new();
     let mut out = String::with_capacity(text.len() + 64);
     for line in text.split_inclusive('\n') {
         let body = line.trim_end_matches(['\n', '\r']);
+        if let Some((start, kopt)) = update_grub_option(body) {
+            let o = CmdlineOpts {
+                add_nic_options: kopt && opts.add_nic_options,
+                ..*opts
+            };
+            let r = cmdline::rewrite_with_changes(&body[start..], &o);
+            if r.changes.is_empty() {
+                out.push_str(line);
+            } else {
+                out.push_str(&body[..start]);
+                out.push_str(&r.text);
+                out.push_str(&line[body.len()..]);
+                changes.extend(r.changes);
+            }
+            continue;
+        }
         let t = body.trim_start();
         let is_kernel = t
             .strip_prefix("kernel")
@@ -184,6 +222,45 @@ title CentOS (2.6.32-754.el6.x86_64)
             rewrite_config("kernel --no-mem-option /vmlinuz console=xvc0\n", &o).0,
             "kernel --no-mem-option /vmlinuz net.ifnames=0 biosdevname=0\n"
         );
+    }
+
+    #[test]
+    fn debian_update_grub_magic_comments() {
+        let map = IdentityMap::from_pairs(&[("/dev/cciss/c0d0p2", "UUID=9a8b")]);
+        let o = CmdlineOpts {
+            map: &map,
+            rename_nics: true,
+            add_nic_options: true,
+            target_drivers: &[],
+        };
+        let menu = "\
+## e.g. kopt=root=/dev/hda1 ro
+# kopt=root=/dev/cciss/c0d0p2 ro
+#kopt_3_2_0_4_amd64=root=/dev/cciss/c0d0p2 ro console=hvc0
+# groot=(hd0,0)
+# defoptions=quiet console=hvc0
+# altoptions=(single-user mode) single
+# kopt = not one
+title\t\tDebian GNU/Linux, kernel 3.2.0-4-amd64
+kernel\t\t/vmlinuz-3.2.0-4-amd64 root=/dev/cciss/c0d0p2 ro quiet
+";
+        let (new, changes) = rewrite_config(menu, &o);
+        assert_eq!(
+            new,
+            "\
+## e.g. kopt=root=/dev/hda1 ro
+# kopt=root=UUID=9a8b ro net.ifnames=0 biosdevname=0
+#kopt_3_2_0_4_amd64=root=UUID=9a8b ro net.ifnames=0 biosdevname=0
+# groot=(hd0,0)
+# defoptions=quiet
+# altoptions=(single-user mode) single
+# kopt = not one
+title\t\tDebian GNU/Linux, kernel 3.2.0-4-amd64
+kernel\t\t/vmlinuz-3.2.0-4-amd64 root=UUID=9a8b ro quiet net.ifnames=0 biosdevname=0
+"
+        );
+        assert!(changes.iter().any(|c| c == "console=hvc0 removed"));
+        assert!(rewrite_config(&new, &o).1.is_empty(), "idempotent");
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! interfaces:`, `vlans: link:` and routes' `via`/`from` lines alike,
 //! in block or flow style. A `match: name:` glob that matched a source
 //! name but not its new name is left and noted.
+//!
+//! A block-style `match:` that names a source platform's NIC driver
+//! (`driver: hv_netvsc`, as cloud-init writes on Azure) beside a
+//! `macaddress:` loses the `driver:` line: no VMware NIC has that driver,
+//! so the match would never hold on the target, while the MAC alone still
+//! names the NIC.
 
 use super::text::{Mapper, Rewrite, map_lines, stale_lines};
 
@@ -44,9 +50,62 @@ fn name_values(line: &str) -> Vec<&str> {
     out
 }
 
+/// NIC drivers of the source platforms (Hyper-V and Azure, KVM, Xen, AWS,
+/// Google Cloud), which no VMware NIC has.
+const SOURCE_NIC_DRIVERS: &[&str] = &[
+    "hv_netvsc",
+    "virtio_net",
+    "xen_netfront",
+    "xen-netfront",
+    "ena",
+    "gve",
+];
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// The indexes of block-style `driver:` lines naming a source platform's
+/// NIC driver in a mapping that also has a `macaddress:` key.
+fn source_driver_lines(text: &str) -> Vec<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(value) = line.trim_start().strip_prefix("driver:") else {
+            continue;
+        };
+        let value = value.split('#').next().unwrap_or_default().trim();
+        if !SOURCE_NIC_DRIVERS.contains(&value.trim_matches(['"', '\''])) {
+            continue;
+        }
+        let depth = indent(line);
+        // The mapping's other keys: the lines around at the same depth,
+        // up to a line less indented.
+        let has_mac = |range: &mut dyn Iterator<Item = usize>| {
+            for j in range {
+                let l = lines[j];
+                if is_comment(l) || indent(l) > depth {
+                    continue;
+                }
+                if indent(l) < depth {
+                    return false;
+                }
+                if l.trim_start().starts_with("macaddress:") {
+                    return true;
+                }
+            }
+            false
+        };
+        if has_mac(&mut (0..i).rev()) || has_mac(&mut (i + 1..lines.len())) {
+            out.push(i);
+        }
+    }
+    out
+}
+
 pub fn rewrite(text: &str, m: &Mapper) -> Rewrite {
     let mut notes = Vec::new();
-    let text = map_lines(text, |n, line| {
+    let mapped = map_lines(text, |n, line| {
         if is_comment(line) {
             return None;
         }
@@ -58,6 +117,20 @@ pub fn rewrite(text: &str, m: &Mapper) -> Rewrite {
         }
         m.words(line)
     });
+    // Line for line: the driver lines are where they were.
+    let drop = source_driver_lines(text);
+    let text = if drop.is_empty() {
+        mapped
+    } else {
+        let base = mapped.as_deref().unwrap_or(text);
+        Some(
+            base.split_inclusive('\n')
+                .enumerate()
+                .filter(|(i, _)| !drop.contains(i))
+                .map(|(_, l)| l)
+                .collect(),
+        )
+    };
     Rewrite { text, notes }
 }
 
@@ -224,6 +297,60 @@ network:
             let out = got.text.as_deref().unwrap_or(input);
             assert!(stale(out, &m).is_empty(), "{what}: {:?}", stale(out, &m));
             assert_eq!(rewrite(out, &m).text, None, "{what}: idempotent");
+        }
+    }
+
+    #[test]
+    fn azure_driver_match_is_dropped_beside_a_mac() {
+        let m = Mapper::new(
+            vec![nic(
+                "eth0",
+                "00:0d:3a:5c:8e:21",
+                "eth0",
+                "00:50:56:9a:00:01",
+            )],
+            true,
+        );
+        let azure = "\
+network:
+    ethernets:
+        eth0:
+            dhcp4: true
+            match:
+                driver: hv_netvsc
+                macaddress: 00:0d:3a:5c:8e:21
+            set-name: eth0
+    version: 2
+";
+        let out = rewrite(azure, &m).text.unwrap();
+        assert_eq!(
+            out,
+            "\
+network:
+    ethernets:
+        eth0:
+            dhcp4: true
+            match:
+                macaddress: 00:50:56:9a:00:01
+            set-name: eth0
+    version: 2
+"
+        );
+        assert_eq!(rewrite(&out, &m).text, None, "idempotent");
+        // The MAC before the driver, quotes, a comment: still dropped.
+        let quoted = "    match:\n      macaddress: \"00:0d:3a:5c:8e:21\"\n      driver: \"hv_netvsc\"  # Azure\n    set-name: eth0\n";
+        assert_eq!(
+            rewrite(quoted, &m).text.as_deref(),
+            Some("    match:\n      macaddress: \"00:50:56:9a:00:01\"\n    set-name: eth0\n")
+        );
+        // Without a MAC beside it, or naming a VMware driver, or in
+        // another mapping than the MAC: kept.
+        for kept in [
+            "    match:\n      driver: virtio_net\n    dhcp4: true\n",
+            "    match:\n      driver: vmxnet3\n      macaddress: 00:50:56:9a:00:07\n",
+            "  a:\n    match:\n      driver: ena\n  b:\n    macaddress: 00:50:56:9a:00:07\n",
+        ] {
+            assert_eq!(rewrite(kept, &m).text, None, "{kept}");
         }
     }
 
