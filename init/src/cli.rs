@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::lock::{self, LockError, Stage1Lock};
+use crate::pid1::remount::{self, RemountError};
+use crate::pid1::rescue;
 use crate::protocol::config;
 use crate::protocol::result::RunStatus;
 use crate::protocol::session::{self, MountedTree, RunOptions};
@@ -39,15 +41,19 @@ pub enum Cmd {
     /// needed); progress.txt, fixup.log, result.json and END are written
     /// there. Target file-system UUIDs come from `targetUuid` in
     /// replica-disk-map.json. Holds the stage-1 lock while it runs.
-    /// Exit status: 0 success, 1 failed fixup, 2 usage error, 3 stage 1
-    /// is already running (the lock's holder is named).
+    /// A guest mounted read-only is refused (in rescue mode: fixupctl
+    /// mount --rw first). Exit status: 0 success, 1 failed fixup, 2 usage
+    /// error or a read-only guest, 3 stage 1 is already running (the
+    /// lock's holder is named).
     Run {
-        /// The guest's root, mounted (with its /boot and other mounts).
+        /// The guest's root, mounted (with its /boot and other mounts);
+        /// in the fixup stack /sysroot by default.
         #[arg(long, value_name = "DIR")]
-        sysroot: PathBuf,
-        /// Where the JSON files are and the results go.
+        sysroot: Option<PathBuf>,
+        /// Where the JSON files are and the results go; in the fixup
+        /// stack /tmp/fixup by default.
         #[arg(long, value_name = "DIR")]
-        fixup_dir: PathBuf,
+        fixup_dir: Option<PathBuf>,
         /// Execute nothing in the guest: commands are only listed in
         /// result.json with "ran": false.
         #[arg(long)]
@@ -60,12 +66,14 @@ pub enum Cmd {
     /// inputs or the guest stop the run (the error is printed), 2 usage
     /// error.
     Plan {
-        /// The guest's root, mounted.
+        /// The guest's root, mounted; in the fixup stack /sysroot by
+        /// default.
         #[arg(long, value_name = "DIR")]
-        sysroot: PathBuf,
-        /// Where the three JSON files are.
+        sysroot: Option<PathBuf>,
+        /// Where the three JSON files are; in the fixup stack /tmp/fixup
+        /// by default.
         #[arg(long, value_name = "DIR")]
-        fixup_dir: PathBuf,
+        fixup_dir: Option<PathBuf>,
     },
     /// Restore the guest to what it was before stage 1.
     ///
@@ -73,12 +81,43 @@ pub enum Cmd {
     /// backup under /opt/vmware/hcx/osam/data/backup, every file it created
     /// is removed, as data/manifest.json records them. Holds the stage-1
     /// lock while it runs. Exit status: 0 all restored, 1 something could
-    /// not be restored (listed), 2 usage error, 3 stage 1 is running.
+    /// not be restored (listed), 2 usage error or a read-only guest, 3
+    /// stage 1 is running.
     Undo {
-        /// The guest's root, mounted read-write.
+        /// The guest's root, mounted read-write; in the fixup stack
+        /// /sysroot by default.
         #[arg(long, value_name = "DIR")]
+        sysroot: Option<PathBuf>,
+    },
+    /// Mount the guest again, read-write with --rw (the stack's rescue
+    /// mode only).
+    ///
+    /// Unmounts what rescue mode (or the last fixupctl mount) mounted,
+    /// deactivates its LVM volume groups and md arrays, then assembles and
+    /// mounts the guest again: read-only as at boot, or with --rw
+    /// read-write (journals replayed, LVM and md read-write, the stack's
+    /// /dev /proc /sys /run bound in for chroot and fixupctl run).
+    /// Updates /run/osam/rescue.json and prints what is mounted. Holds the
+    /// stage-1 lock. Exit status: 0 mounted, 1 not mounted (busy, nothing
+    /// to mount, no guest root), 2 usage error or not rescue mode, 3 stage
+    /// 1 is running.
+    Mount {
+        /// Read-write (default: read-only, nothing on the disks changes).
+        #[arg(long)]
+        rw: bool,
+        /// Where to mount the guest.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_SYSROOT)]
         sysroot: PathBuf,
     },
+    /// Unmount the guest and release its disks (the stack's rescue mode
+    /// only).
+    ///
+    /// Unmounts in reverse order, deactivates the LVM volume groups and
+    /// stops the md arrays rescue mode or fixupctl mount started, syncs,
+    /// and updates /run/osam/rescue.json. Holds the stage-1 lock. Exit
+    /// status: 0 released (or nothing was mounted), 1 something is still
+    /// in use, 2 not rescue mode, 3 stage 1 is running.
+    Umount,
     /// Validate the three JSON files of a fixup directory.
     ///
     /// Errors (file, JSON path, what was expected) and warnings go to
@@ -150,10 +189,21 @@ pub fn dispatch(cmd: Cmd) -> i32 {
             sysroot,
             fixup_dir,
             no_commands,
-        } => run(&sysroot, &fixup_dir, no_commands),
+        } => match stack_paths(sysroot, fixup_dir) {
+            Ok((sysroot, fixup_dir)) => run(&sysroot, &fixup_dir, no_commands),
+            Err(code) => code,
+        },
         Cmd::Validate { fixup_dir } => validate(&fixup_dir),
-        Cmd::Undo { sysroot } => undo(&sysroot),
-        Cmd::Plan { sysroot, fixup_dir } => plan(&sysroot, &fixup_dir),
+        Cmd::Undo { sysroot } => match stack_sysroot(sysroot) {
+            Ok(sysroot) => undo(&sysroot),
+            Err(code) => code,
+        },
+        Cmd::Plan { sysroot, fixup_dir } => match stack_paths(sysroot, fixup_dir) {
+            Ok((sysroot, fixup_dir)) => plan(&sysroot, &fixup_dir),
+            Err(code) => code,
+        },
+        Cmd::Mount { rw, sysroot } => mount(&sysroot, rw),
+        Cmd::Umount => umount(),
         Cmd::Status { fixup_dir, json } => status(&fixup_dir, json),
         Cmd::Collect {
             sysroot,
@@ -176,6 +226,90 @@ fn take_lock(sysroot: &Path, command: &str) -> Result<Stage1Lock, i32> {
     })
 }
 
+/// Is this the fixup stack: does PID 1 keep its state file, or rescue
+/// mode its record, in the run-time folder?
+fn in_stack(run_dir: &Path) -> bool {
+    run_dir.join(crate::runstate::STATE_FILE).is_file()
+        || run_dir.join(rescue::STATE_NAME).is_file()
+}
+
+/// A path option as given, or in the fixup stack its default; elsewhere
+/// a missing one is a usage error.
+fn or_stack_default(given: Option<PathBuf>, flag: &str, default: &str) -> Result<PathBuf, i32> {
+    match given {
+        Some(p) => Ok(p),
+        None if in_stack(&lock::run_dir()) => Ok(PathBuf::from(default)),
+        None => {
+            eprintln!(
+                "fixupctl: give {flag} DIR (only the fixup stack's shell has a default, {default})"
+            );
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+/// `--sysroot`, or the stack's /sysroot, which must then have the guest
+/// mounted.
+fn stack_sysroot(given: Option<PathBuf>) -> Result<PathBuf, i32> {
+    let defaulted = given.is_none();
+    let sysroot = or_stack_default(given, "--sysroot", DEFAULT_SYSROOT)?;
+    if defaulted {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if !crate::pid1::mounts::is_mounted(&mountinfo, DEFAULT_SYSROOT) {
+            eprintln!(
+                "fixupctl: nothing is mounted at {DEFAULT_SYSROOT}: in rescue mode `fixupctl mount` \
+                 mounts the guest (fixupctl status shows what is mounted), or give --sysroot DIR"
+            );
+            return Err(EXIT_USAGE);
+        }
+    }
+    Ok(sysroot)
+}
+
+/// `--sysroot` and `--fixup-dir`, with the stack's defaults.
+fn stack_paths(
+    sysroot: Option<PathBuf>,
+    fixup_dir: Option<PathBuf>,
+) -> Result<(PathBuf, PathBuf), i32> {
+    let fixup_dir = or_stack_default(fixup_dir, "--fixup-dir", DEFAULT_FIXUP_DIR)?;
+    Ok((stack_sysroot(sysroot)?, fixup_dir))
+}
+
+/// The mount points at or below `sysroot` that are mounted read-only
+/// (per /proc/self/mountinfo text), in mount order.
+pub fn read_only_mounts(mountinfo: &str, sysroot: &Path) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let mp = crate::fsutil::unescape_octal(f.get(4)?);
+            let ro = f.get(5)?.split(',').any(|o| o == "ro");
+            (ro && Path::new(&mp).starts_with(sysroot)).then_some(mp)
+        })
+        .collect()
+}
+
+/// Refuses to change a guest whose root is mounted read-only (rescue
+/// mode's mount); warns about read-only mounts below it.
+fn refuse_read_only(sysroot: &Path, command: &str) -> Option<i32> {
+    let real = std::fs::canonicalize(sysroot).unwrap_or_else(|_| sysroot.to_path_buf());
+    let read_only = nix::sys::statvfs::statvfs(&real)
+        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    if read_only {
+        eprintln!(
+            "fixupctl: {} is mounted read-only (rescue mode mounts the guest read-only): run \
+             `fixupctl mount --rw` first, then fixupctl {command} again; nothing was changed",
+            sysroot.display()
+        );
+        return Some(EXIT_USAGE);
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for mp in read_only_mounts(&mountinfo, &real) {
+        eprintln!("fixupctl: warning: {mp} is mounted read-only: nothing there can be changed");
+    }
+    None
+}
+
 fn usage_dir(what: &str, dir: &Path) -> Option<i32> {
     if dir.is_dir() {
         None
@@ -190,6 +324,9 @@ fn run(sysroot: &Path, fixup_dir: &Path, no_commands: bool) -> i32 {
         return code;
     }
     if let Some(code) = usage_dir("--sysroot", sysroot) {
+        return code;
+    }
+    if let Some(code) = refuse_read_only(sysroot, "run") {
         return code;
     }
     let _lock = match take_lock(sysroot, "fixupctl run") {
@@ -401,6 +538,9 @@ fn undo(sysroot: &Path) -> i32 {
     if let Some(code) = usage_dir("--sysroot", sysroot) {
         return code;
     }
+    if let Some(code) = refuse_read_only(sysroot, "undo") {
+        return code;
+    }
     let _lock = match take_lock(sysroot, "fixupctl undo") {
         Ok(l) => l,
         Err(code) => return code,
@@ -442,6 +582,169 @@ fn undo(sysroot: &Path) -> i32 {
         Err(e) => {
             eprintln!("fixupctl: undo: {e}");
             EXIT_FAILED
+        }
+    }
+}
+
+/// `p` as an absolute path without `.` and `..`; `/` itself is refused
+/// (the guest is never mounted over the stack).
+pub fn mount_point(p: &Path, cwd: &Path) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    let joined = cwd.join(p);
+    for c in joined.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(format!("{}: give a path without `..`", p.display()));
+            }
+        }
+    }
+    if out == Path::new("/") {
+        return Err("the guest cannot be mounted over /".into());
+    }
+    Ok(out)
+}
+
+fn remount_exit(e: &RemountError) -> i32 {
+    match e {
+        RemountError::NotRescue { .. } => EXIT_USAGE,
+        _ => EXIT_FAILED,
+    }
+}
+
+/// Leaves the current folder for `/`: a working directory below the
+/// guest would keep it busy.
+fn leave_cwd() -> Result<PathBuf, i32> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    if let Err(e) = std::env::set_current_dir("/") {
+        eprintln!("fixupctl: cannot change to /: {e}");
+        return Err(EXIT_FAILED);
+    }
+    Ok(cwd)
+}
+
+fn mount(sysroot: &Path, rw: bool) -> i32 {
+    let env = remount::Env::system();
+    if let Err(e) = remount::rescue_state(&env) {
+        eprintln!("fixupctl: {e}");
+        return remount_exit(&e);
+    }
+    let cwd = match leave_cwd() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let sysroot = match mount_point(sysroot, &cwd) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("fixupctl: --sysroot {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let _lock = match take_lock(&sysroot, "fixupctl mount") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match remount::mount(&env, &sysroot, rw) {
+        Ok(done) => {
+            for l in &done.released {
+                println!("{l}");
+            }
+            let s = &done.state;
+            if let Some(a) = &s.assembly {
+                let how = if a.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                };
+                for l in a.summary() {
+                    println!("assembled, {how}: {l}");
+                }
+            }
+            if let Some(m) = &s.mounted {
+                if m.read_only {
+                    println!(
+                        "mounted READ-ONLY at {} (no journal replayed, devices read-only; \
+                         fixupctl mount --rw to change the guest):",
+                        m.sysroot.display()
+                    );
+                } else {
+                    println!(
+                        "mounted READ-WRITE at {} (journals replayed; chroot and fixupctl run \
+                         work):",
+                        m.sysroot.display()
+                    );
+                }
+                for l in m.summary() {
+                    println!("  {l}");
+                }
+                let binds: Vec<&str> = m
+                    .mounts
+                    .iter()
+                    .filter(|r| r.kind == crate::pid1::sysroot::MountKind::Stack)
+                    .map(|r| r.guest_path.as_str())
+                    .collect();
+                if !binds.is_empty() {
+                    println!("  the stack's {} bound in", binds.join(" "));
+                }
+                for r in &m.other_roots {
+                    println!("also looks like a guest root, not mounted: {r}");
+                }
+            }
+            for p in &s.problems {
+                eprintln!("fixupctl: warning: {p}");
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("fixupctl: {e}");
+            remount_exit(&e)
+        }
+    }
+}
+
+fn umount() -> i32 {
+    let env = remount::Env::system();
+    let s = match remount::rescue_state(&env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fixupctl: {e}");
+            return remount_exit(&e);
+        }
+    };
+    if let Err(code) = leave_cwd() {
+        return code;
+    }
+    let sysroot = s
+        .mounted
+        .as_ref()
+        .map_or_else(|| PathBuf::from(DEFAULT_SYSROOT), |m| m.sysroot.clone());
+    let _lock = match take_lock(&sysroot, "fixupctl umount") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match remount::umount(&env) {
+        Ok(r) if r.lines.is_empty() => {
+            println!("nothing is mounted: the guest's disks are not in use");
+            EXIT_OK
+        }
+        Ok(r) => {
+            for l in &r.lines {
+                println!("{l}");
+            }
+            for p in &r.problems {
+                eprintln!("fixupctl: warning: {p}");
+            }
+            println!(
+                "released: the guest's disks are synced and no longer in use (fixupctl mount \
+                 [--rw] mounts them again)"
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("fixupctl: {e}");
+            remount_exit(&e)
         }
     }
 }
@@ -488,11 +791,6 @@ pub fn tail_lines(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
     let skip = lines.len().saturating_sub(n);
     Ok(lines[skip..].iter().map(|l| l.to_string()).collect())
 }
-
-/// Rescue mode's record and banner in the run-time folder
-/// (`pid1::rescue`).
-const RESCUE_STATE: &str = "rescue.json";
-const RESCUE_BANNER: &str = "rescue-banner.txt";
 
 /// `osam.mode=rescue` on a kernel command line?
 fn rescue_on(cmdline: &str) -> bool {
@@ -561,7 +859,7 @@ fn status(fixup_dir: &Path, json: bool) -> i32 {
             None
         }
     };
-    let rescue = run_dir.join(RESCUE_STATE).is_file()
+    let rescue = run_dir.join(rescue::STATE_NAME).is_file()
         || std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| rescue_on(&c));
     let holder = if run_dir.is_dir() {
         lock::holder_now(&lock::Scope::Machine(run_dir.clone()))
@@ -597,9 +895,10 @@ fn status(fixup_dir: &Path, json: bool) -> i32 {
                 &progress
             )
         );
-        if rescue && state.is_none() {
-            // What rescue mode mounted, as its banner said.
-            if let Ok(banner) = std::fs::read_to_string(run_dir.join(RESCUE_BANNER)) {
+        if rescue {
+            // What is mounted now (the banner is rewritten by fixupctl
+            // mount and umount).
+            if let Ok(banner) = std::fs::read_to_string(run_dir.join(rescue::BANNER_NAME)) {
                 print!("{banner}");
             }
         }
@@ -746,7 +1045,69 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(Cli::try_parse_from(["fixupctl", "run", "--sysroot", "x"]).is_err());
+        // The paths of run, plan and undo have defaults in the stack
+        // only (`stack_paths`); parsing leaves them out.
+        match Cli::try_parse_from(["fixupctl", "run"]).unwrap().cmd {
+            Cmd::Run {
+                sysroot, fixup_dir, ..
+            } => assert_eq!((sysroot, fixup_dir), (None, None)),
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["fixupctl", "mount", "--rw"])
+            .unwrap()
+            .cmd
+        {
+            Cmd::Mount { rw, sysroot } => {
+                assert!(rw);
+                assert_eq!(sysroot, Path::new("/sysroot"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["fixupctl", "mount", "--sysroot", "/mnt/g"])
+            .unwrap()
+            .cmd
+        {
+            Cmd::Mount { rw, sysroot } => {
+                assert!(!rw);
+                assert_eq!(sysroot, Path::new("/mnt/g"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Cli::try_parse_from(["fixupctl", "umount"]).unwrap().cmd,
+            Cmd::Umount
+        ));
+        assert!(Cli::try_parse_from(["fixupctl", "umount", "--rw"]).is_err());
+    }
+
+    #[test]
+    fn mount_points_are_absolute_and_never_the_root() {
+        let cwd = Path::new("/root");
+        assert_eq!(
+            mount_point(Path::new("/sysroot/"), cwd).unwrap(),
+            Path::new("/sysroot")
+        );
+        assert_eq!(
+            mount_point(Path::new("./g"), cwd).unwrap(),
+            Path::new("/root/g")
+        );
+        assert!(mount_point(Path::new("/"), cwd).is_err());
+        assert!(mount_point(Path::new("/."), cwd).is_err());
+        assert!(mount_point(Path::new("/sysroot/.."), cwd).is_err());
+    }
+
+    #[test]
+    fn read_only_mounts_below_the_sysroot() {
+        let info = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+                    40 1 8:1 / /sysroot ro,relatime - ext4 /dev/sda1 ro,noload\n\
+                    41 40 8:2 / /sysroot/boot rw - ext4 /dev/sda2 rw\n\
+                    42 40 8:3 / /sysroot/with\\040space ro - xfs /dev/sda3 ro\n\
+                    43 1 8:4 / /sysroot2 ro - ext4 /dev/sdb1 ro\n";
+        assert_eq!(
+            read_only_mounts(info, Path::new("/sysroot")),
+            ["/sysroot", "/sysroot/with space"]
+        );
+        assert!(read_only_mounts(info, Path::new("/sysroot/boot")).is_empty());
     }
 
     #[test]

@@ -69,6 +69,12 @@ pub mod codes {
     /// name in the stack, the ESP partition number, a missing ESP stub
     /// `grub.cfg`, or a GRUB legacy `root` line.
     pub const BOOTLOADER_GUESSED: &str = "bootloader.guessed";
+    /// Ubuntu's `GRUB_FORCE_PARTUUID` (in `/etc/default/grub` or a
+    /// `/etc/default/grub.d` drop-in) names a partition whose PARTUUID on
+    /// the target is not known (its partition table was re-created): the
+    /// setting is commented out, so that `grub-mkconfig` names the root by
+    /// UUID (a warning).
+    pub const BOOTLOADER_FORCE_PARTUUID_DISABLED: &str = "bootloader.force_partuuid_disabled";
     /// The stack has no stage-2 agent for this guest (a warning): the
     /// guest is not switched to single-user mode.
     pub const STAGE2_AGENT_MISSING: &str = "stage2.agent_missing";

@@ -17,6 +17,11 @@ use std::process::Command;
 const FIXUPCTL: &str = env!("CARGO_BIN_EXE_fixupctl");
 const TARGET_MAC: &str = "00:50:56:9a:00:01";
 
+/// A guest booted with BIOS, moved to a BIOS target.
+const BIOS: (&str, &str) = ("bios", "bios");
+/// A guest booted with UEFI, moved to a UEFI target.
+const UEFI: (&str, &str) = ("efi", "efi");
+
 /// What the run is expected to end with.
 enum Expect {
     Success,
@@ -32,6 +37,9 @@ struct Guest {
     build: fn(&Tree),
     os_family: &'static str,
     os_version: &'static str,
+    /// The source and target firmware (`bios` or `efi`) the run is given:
+    /// [`BIOS`], or [`UEFI`] for a guest that boots with UEFI.
+    firmware: (&'static str, &'static str),
     disks: Value,
     /// (source name, source MAC) of its NIC; it becomes eth0 at TARGET_MAC.
     nic: (&'static str, &'static str),
@@ -234,6 +242,7 @@ fn rhel7_guest() -> Guest {
         build: rhel7,
         os_family: "rhel",
         os_version: "7.9",
+        firmware: BIOS,
         disks: json!([
             { "sourceDevice": "/dev/sda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 21474836480u64, "boot": true,
@@ -375,6 +384,7 @@ fn rhel8_guest() -> Guest {
         build: rhel8,
         os_family: "rhel",
         os_version: "8.9",
+        firmware: BIOS,
         disks: json!([
             { "sourceDevice": "/dev/sda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 42949672960u64, "boot": true,
@@ -509,6 +519,7 @@ fn ubuntu_guest() -> Guest {
         build: ubuntu2204,
         os_family: "debian",
         os_version: "22.04",
+        firmware: BIOS,
         disks: json!([
             { "sourceDevice": "/dev/sda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 32212254720u64, "boot": true,
@@ -620,6 +631,7 @@ fn sles_guest() -> Guest {
         build: sles15,
         os_family: "suse",
         os_version: "15.5",
+        firmware: BIOS,
         disks: json!([
             { "sourceDevice": "/dev/sda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 42949672960u64, "boot": true,
@@ -738,6 +750,7 @@ fn debian10_guest() -> Guest {
         build: debian10_xen,
         os_family: "debian",
         os_version: "10",
+        firmware: BIOS,
         disks: json!([
             { "sourceDevice": "/dev/xvda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 10737418240u64, "boot": true,
@@ -844,6 +857,7 @@ fn amazon2_guest() -> Guest {
         build: amazon2,
         os_family: "rhel",
         os_version: "2",
+        firmware: BIOS,
         disks: json!([
             { "sourceDevice": "/dev/nvme0n1", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 8589934592u64, "boot": true,
@@ -883,9 +897,9 @@ fn write_inputs(dir: &Path, g: &Guest) {
     let sys = json!({
         "version": 1,
         "migrationId": "mig-fixture",
-        "source": { "hostname": "guest01", "arch": "x86_64", "firmware": "bios",
+        "source": { "hostname": "guest01", "arch": "x86_64", "firmware": g.firmware.0,
                     "osFamily": g.os_family, "osVersion": g.os_version },
-        "target": { "firmware": "bios", "storageController": "pvscsi", "nicModel": "vmxnet3" },
+        "target": { "firmware": g.firmware.1, "storageController": "pvscsi", "nicModel": "vmxnet3" },
         "options": { "renameInterfaces": true, "fstabIdentifiers": "uuid", "stage2": true,
                      "extraInitramfsDrivers": [], "commandTimeoutSeconds": 900 }
     });

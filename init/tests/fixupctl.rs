@@ -477,3 +477,170 @@ fn collect_bundles_a_temp_tree_into_a_tar_gz() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("--out"));
     }
 }
+
+#[test]
+fn mount_and_umount_work_only_in_rescue_mode_and_say_so() {
+    use osam_init::pid1::rescue::{self, RescueState};
+    use osam_init::runstate::{Phase, Tracker};
+    let run = run_dir();
+    // A workstation: no /run/osam at all.
+    for args in [&["mount"][..], &["mount", "--rw"], &["umount"]] {
+        let out = Command::new(FIXUPCTL)
+            .env("OSAM_RUN_DIR", run.path().join("absent"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("only work in the fixup stack's rescue mode")
+                && stderr.contains("\"OSAM rescue shell\""),
+            "{stderr}"
+        );
+    }
+    // The stack serving the protocol: PID 1's phase is named.
+    let mut t = Tracker::new(run.path(), Path::new("/tmp/fixup"));
+    t.phase(Phase::WaitingForBegin, None);
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .args(["mount", "--rw"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PID 1 serves the protocol (waiting for BEGIN in /tmp/fixup)"),
+        "{stderr}"
+    );
+
+    // Rescue mode with nothing mounted: umount has nothing to release,
+    // and status shows the phase and the banner.
+    t.phase(
+        Phase::Rescue,
+        Some("no fixup runs; shells on the console".into()),
+    );
+    let s = RescueState {
+        replica_disks: vec!["sda".into()],
+        not_mounted: Some("guest.root_not_found: no guest root".into()),
+        ..RescueState::default()
+    };
+    rescue::save(run.path(), &s).unwrap();
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .arg("umount")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing is mounted"));
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("PID 1: rescue: no fixup runs; shells on the console\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("OSAM rescue mode\n")
+            && text.contains("the guest is NOT mounted: guest.root_not_found"),
+        "{text}"
+    );
+}
+
+#[test]
+fn run_plan_and_undo_default_to_the_stack_paths_only_in_the_stack() {
+    use osam_init::pid1::rescue::{self, RescueState};
+    let run = run_dir();
+    let absent = run.path().join("absent");
+    let fixup = fixup_dir();
+    let cases: [(&[&str], &str); 3] = [
+        (&["run", "--no-commands"], "give --fixup-dir DIR"),
+        (&["undo"], "give --sysroot DIR"),
+        (&["plan", "--fixup-dir", "/tmp"], "give --sysroot DIR"),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(FIXUPCTL)
+            .env("OSAM_RUN_DIR", &absent)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    // In the stack's rescue mode the defaults apply: /sysroot must then
+    // have the guest mounted.
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if osam_init::pid1::mounts::is_mounted(&mountinfo, "/sysroot") {
+        eprintln!("/sysroot is a mount point here: its check is skipped");
+        return;
+    }
+    rescue::save(run.path(), &RescueState::default()).unwrap();
+    let out = Command::new(FIXUPCTL)
+        .env("OSAM_RUN_DIR", run.path())
+        .args(["plan", "--fixup-dir"])
+        .arg(fixup.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nothing is mounted at /sysroot") && stderr.contains("`fixupctl mount`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_and_undo_refuse_a_read_only_guest() {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a read-only tmpfs needs root");
+        return;
+    }
+    let sysroot = tempfile::tempdir().unwrap();
+    if let Err(e) = mount(
+        Some("tmpfs"),
+        sysroot.path(),
+        Some("tmpfs"),
+        MsFlags::MS_RDONLY,
+        None::<&str>,
+    ) {
+        eprintln!("skipped: cannot mount a tmpfs here: {e}");
+        return;
+    }
+    let fixup = fixup_dir();
+    let run = run_dir();
+    let outcome = std::panic::catch_unwind(|| {
+        let out = Command::new(FIXUPCTL)
+            .env("OSAM_RUN_DIR", run.path())
+            .args(["run", "--no-commands", "--sysroot"])
+            .arg(sysroot.path())
+            .arg("--fixup-dir")
+            .arg(fixup.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("is mounted read-only")
+                && stderr.contains("`fixupctl mount --rw` first"),
+            "{stderr}"
+        );
+        assert!(!fixup.path().join("result.json").exists());
+        let out = Command::new(FIXUPCTL)
+            .env("OSAM_RUN_DIR", run.path())
+            .args(["undo", "--sysroot"])
+            .arg(sysroot.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("fixupctl undo again"));
+    });
+    let _ = umount2(sysroot.path(), MntFlags::MNT_DETACH);
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}

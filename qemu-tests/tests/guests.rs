@@ -383,7 +383,29 @@ fn variant_c_i386() -> Result<()> {
     }
     let _one = one_vm();
     let mirror = host_mirror(DEBIAN_SUITE)?;
-    variant(Recipe::debian12_bios(GuestArch::I386, &mirror), "/dev/sda1")
+    let recipe = Recipe::debian12_bios(GuestArch::I386, &mirror);
+    // The Tools ISO of an i386 guest holds i386 packages.
+    let iso = tools_iso(&guest(&recipe)?).context("the i386 Tools ISO")?;
+    eprintln!(
+        "i386 Tools ISO: {} packages: {}",
+        iso.debs.len(),
+        iso.debs.join(" ")
+    );
+    ensure!(
+        iso.debs
+            .iter()
+            .any(|d| d.starts_with("open-vm-tools_") && d.ends_with("_i386.deb")),
+        "no open-vm-tools i386 package: {:?}",
+        iso.debs
+    );
+    ensure!(
+        iso.debs
+            .iter()
+            .all(|d| d.ends_with("_i386.deb") || d.ends_with("_all.deb")),
+        "packages of another architecture: {:?}",
+        iso.debs
+    );
+    variant(recipe, "/dev/sda1")
 }
 
 #[test]

@@ -52,6 +52,26 @@ const TAIL: usize = 80;
 /// One VM at a time.
 static ONE_VM: Mutex<()> = Mutex::new(());
 
+/// The stack image, built (or found) once per run: the tree changes under
+/// a run now and then, and every test should not rebuild it.
+static STACK: Mutex<Option<StackImage>> = Mutex::new(None);
+
+fn stack() -> Result<StackImage> {
+    let mut cached = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(image) = cached.as_ref() {
+        return Ok(image.clone());
+    }
+    let t0 = Instant::now();
+    let image = stack_image(Arch::X86_64).context("the x86_64 stack image")?;
+    eprintln!(
+        "x86_64: stack image {} ready in {:.1?}",
+        image.dir.display(),
+        t0.elapsed()
+    );
+    *cached = Some(image.clone());
+    Ok(image)
+}
+
 /// The work folder, kept with `OSAM_KEEP_WORK=1`.
 struct Work {
     dir: Option<tempfile::TempDir>,
@@ -413,7 +433,7 @@ fn storage_guest(kind: GuestKind) -> Result<()> {
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
     let work = Work::new(kind)?;
-    let image = stack_image(Arch::X86_64).context("the x86_64 stack image")?;
+    let image = stack()?;
     let boot: StackBoot = stack_boot(&image, &work.path().join("stack"))?;
     let guest = build_guest(kind, &boot)?;
     match guest.built_in {
@@ -437,6 +457,26 @@ fn storage_guest(kind: GuestKind) -> Result<()> {
     }
     let mut problems = Vec::new();
     check_run(&guest, &result, &log, &mut problems);
+    let storage_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            [
+                "mounted",
+                "unmounting",
+                "unmounted",
+                "activated",
+                "deactivated",
+                "assembled",
+                "stopped",
+            ]
+            .iter()
+            .any(|w| has_phrase(l, w))
+        })
+        .collect();
+    eprintln!(
+        "{kind}: fixup.log on storage:\n  {}",
+        storage_lines.join("\n  ")
+    );
 
     let t2 = Instant::now();
     let report = check_disks(&guest.spec, &boot, &disks, work.path())?;

@@ -19,6 +19,21 @@
 //!   own files use and the map does not, and only when the guest's files
 //!   do not also use the map's own scheme (that would be ambiguous: a
 //!   warning, and no alias).
+//! * A `PARTUUID=` (or `/dev/disk/by-partuuid/`) reference: the probed
+//!   PARTUUID of a replica partition names it. Otherwise (offline:
+//!   replica-disk-map.json has no PARTUUIDs) a PARTUUID is tied to the
+//!   replica partition that mounts where the fstab entry naming it does (or
+//!   is the only swap partition), and the root's PARTUUID (`root=`,
+//!   Photon's `rootpartition=`, Ubuntu's `GRUB_FORCE_PARTUUID=`) to the one
+//!   that mounts at `/`. A tied PARTUUID of a file system copied at block
+//!   level (target UUID = source UUID, or assumed so) stays as it is (the
+//!   partition table was copied with it); where the UUID changed, the
+//!   partition table was re-created and it becomes the file system's
+//!   `UUID=`. [`IdentityMap::target_partuuid`] says which PARTUUID the
+//!   target has, where known.
+//! * Naming schemes and device uses are read from the files' settings, not
+//!   their comments; GRUB legacy's `# kopt=` / `# groot=` lines are
+//!   settings (Debian's `update-grub` reads them), its `## ` lines are not.
 //! * A `/dev/disk/by-id` or `by-path` link cannot be resolved offline. It is
 //!   tied to a replica disk when the disk's `sourceDevice` is that link, when
 //!   an fstab entry `<link>-partN` mounts where the map says partition N of
@@ -87,6 +102,9 @@ impl ProbedFs {
 pub struct IdentityMap {
     map: BTreeMap<String, String>,
     names: BTreeMap<String, String>,
+    /// Source PARTUUID (lowercase) → the target partition's PARTUUID, where
+    /// it is known (see [`IdentityMap::target_partuuid`]).
+    partuuids: BTreeMap<String, String>,
 }
 
 /// What kind of device reference a string is.
@@ -372,12 +390,72 @@ fn dev_references(text: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-/// `text` without its comment lines.
-fn without_comments(text: &str) -> String {
+/// The lines of a guest file that are settings: `text` without its
+/// comment lines, except, in GRUB legacy's `menu.lst` / `grub.conf`, the
+/// single-`#` lines Debian's `update-grub` reads as settings (`# kopt=`,
+/// `# groot=`, …). Its `## ` lines are documentation (`## e.g.
+/// kopt=root=/dev/hda1 ro`).
+fn live_text(path: &str, text: &str) -> String {
+    let legacy = path.ends_with("/menu.lst") || path.ends_with("/grub.conf");
     text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter(|l| {
+            let Some(comment) = l.trim_start().strip_prefix('#') else {
+                return true;
+            };
+            legacy && is_update_grub_setting(comment)
+        })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Whether a comment's body (after its one `#`) is a setting Debian's
+/// `update-grub` (GRUB legacy) reads: `kopt=`, `kopt_<version>=`,
+/// `groot=`, `defoptions=`, `altoptions=`, `xenkopt=`, `xenhopt=`.
+fn is_update_grub_setting(comment: &str) -> bool {
+    if comment.starts_with('#') {
+        return false;
+    }
+    let Some((name, _)) = comment.trim_start().split_once('=') else {
+        return false;
+    };
+    matches!(
+        name,
+        "kopt" | "groot" | "defoptions" | "altoptions" | "xenkopt" | "xenhopt"
+    ) || name
+        .strip_prefix("kopt_")
+        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+}
+
+/// The PARTUUID a reference names (`PARTUUID=…`, `/dev/disk/by-partuuid/…`),
+/// in lowercase.
+fn partuuid_of(reference: &str) -> Option<String> {
+    let c = canonical(reference);
+    c.strip_prefix("PARTUUID=")
+        .or_else(|| c.strip_prefix("/dev/disk/by-partuuid/"))
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+}
+
+/// The PARTUUIDs a file's settings give for the root file system:
+/// `root=PARTUUID=…` on a kernel command line, Photon's `rootpartition=`,
+/// Ubuntu's `GRUB_FORCE_PARTUUID=` (in `/etc/default/grub` or a
+/// `grub.d` drop-in).
+fn root_partuuids(live: &str, out: &mut Vec<String>) {
+    let words = live
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+        .filter(|w| !w.is_empty());
+    for w in words {
+        let value = w
+            .strip_prefix("root=")
+            .or_else(|| w.strip_prefix("rootpartition="))
+            .and_then(partuuid_of)
+            .or_else(|| {
+                w.strip_prefix("GRUB_FORCE_PARTUUID=")
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_ascii_lowercase)
+            });
+        out.extend(value);
+    }
 }
 
 /// The guest's fstab entries as (spec, mount point, type), decoded.
@@ -434,6 +512,26 @@ impl IdentityMap {
     /// keep`); where none is given, the `UUID=` form serves.
     pub fn insert_device_name(&mut self, source: &str, target: &str) {
         self.names.insert(canonical(source), target.to_string());
+    }
+
+    /// Records that the source partition with PARTUUID `source` has the
+    /// PARTUUID `target` on the target (and the target's its own).
+    pub fn insert_partuuid(&mut self, source: &str, target: &str) {
+        self.partuuids
+            .insert(source.to_ascii_lowercase(), target.to_string());
+        self.partuuids
+            .entry(target.to_ascii_lowercase())
+            .or_insert_with(|| target.to_string());
+    }
+
+    /// The target's PARTUUID for the partition the source knew by the
+    /// PARTUUID `source`, where it is known: from the probe, or, offline,
+    /// the source's own where the partition was copied at block level (see
+    /// [`IdentityMap::build`]). `None` where the partition table was
+    /// re-created or the PARTUUID names no replica partition.
+    pub fn target_partuuid(&self, source: &str) -> Option<&str> {
+        let key = source.trim_matches(['"', '\'']).to_ascii_lowercase();
+        self.partuuids.get(&key).map(String::as_str)
     }
 
     /// The target reference for a source reference as written in a guest
@@ -505,22 +603,31 @@ impl IdentityMap {
 
         // What the guest's files reference.
         let mut refs = BTreeSet::new();
+        // What their settings reference (not their comments): which
+        // naming schemes the guest uses.
+        let mut live = BTreeSet::new();
         // The references that use a device (for the warnings about names
         // that depend on the disk order): not device.map (it names every
         // BIOS disk whole) nor comments (anaconda's `#boot=/dev/sda`).
         let mut uses = BTreeSet::new();
         let mut fstab = Vec::new();
         let mut device_map = Vec::new();
+        // PARTUUIDs named for the root file system.
+        let mut root_parts = Vec::new();
         for path in REFERENCE_FILES {
             if let Ok(Some(text)) = files.read(path) {
                 dev_references(&text, &mut refs);
+                let settings = live_text(path, &text);
+                dev_references(&settings, &mut live);
+                root_partuuids(&settings, &mut root_parts);
                 if !path.ends_with("device.map") {
-                    dev_references(&without_comments(&text), &mut uses);
+                    dev_references(&settings, &mut uses);
                 }
                 if *path == "/etc/fstab" {
                     fstab = fstab_entries(&text);
                     for (spec, _, _) in &fstab {
                         refs.insert(spec.clone());
+                        live.insert(spec.clone());
                         uses.insert(spec.clone());
                     }
                 }
@@ -533,11 +640,22 @@ impl IdentityMap {
                 }
             }
         }
-        for dir in ["/etc/dracut.conf.d", "/boot/loader/entries"] {
+        for (dir, ext) in [
+            ("/etc/dracut.conf.d", ""),
+            ("/boot/loader/entries", ""),
+            ("/etc/default/grub.d", ".cfg"),
+        ] {
             for name in files.list(dir).unwrap_or_default() {
-                if let Ok(Some(text)) = files.read(&format!("{dir}/{name}")) {
+                if !name.ends_with(ext) {
+                    continue;
+                }
+                let path = format!("{dir}/{name}");
+                if let Ok(Some(text)) = files.read(&path) {
                     dev_references(&text, &mut refs);
-                    dev_references(&without_comments(&text), &mut uses);
+                    let settings = live_text(&path, &text);
+                    dev_references(&settings, &mut live);
+                    dev_references(&settings, &mut uses);
+                    root_partuuids(&settings, &mut root_parts);
                 }
             }
         }
@@ -547,7 +665,7 @@ impl IdentityMap {
             .iter()
             .filter_map(|d| parse_kernel_name(&d.source_device).map(|(s, _, _)| s))
             .collect();
-        let guest_schemes: BTreeSet<Scheme> = refs
+        let guest_schemes: BTreeSet<Scheme> = live
             .iter()
             .filter_map(|r| parse_kernel_name(r).map(|(s, _, _)| s))
             .collect();
@@ -558,7 +676,7 @@ impl IdentityMap {
                 Some(*one)
             }
             _ => {
-                let names: Vec<&String> = refs
+                let names: Vec<&String> = live
                     .iter()
                     .filter(|r| parse_kernel_name(r).is_some_and(|(s, _, _)| foreign.contains(&s)))
                     .collect();
@@ -621,6 +739,35 @@ impl IdentityMap {
                 );
             }
         }
+
+        // PARTUUIDs tied to the replica partition that mounts where they do
+        // (replica-disk-map.json has no PARTUUIDs; offline nothing else
+        // can tie them).
+        let mut partuuid_refs: Vec<(String, &str, bool)> = fstab
+            .iter()
+            .filter_map(|(spec, mount, fstype)| {
+                partuuid_of(spec).map(|p| (p, mount.as_str(), fstype == "swap"))
+            })
+            .collect();
+        partuuid_refs.extend(root_parts.iter().map(|p| (p.clone(), "/", false)));
+        let mut partuuid_ties: BTreeMap<String, BTreeSet<(usize, u32)>> = BTreeMap::new();
+        for (p, mount, swap) in partuuid_refs {
+            let hits: Vec<(usize, u32)> = disks
+                .iter()
+                .enumerate()
+                .flat_map(|(i, d)| d.partitions.iter().map(move |q| (i, q)))
+                .filter(|(_, q)| {
+                    q.mount_point.as_deref() == Some(mount)
+                        || (swap && q.fs_type.as_deref() == Some("swap"))
+                })
+                .map(|(i, q)| (i, q.number))
+                .collect();
+            if let [one] = hits.as_slice() {
+                partuuid_ties.entry(p).or_default().insert(*one);
+            }
+        }
+        // A PARTUUID that seems to name two partitions names neither.
+        partuuid_ties.retain(|_, set| set.len() == 1);
 
         let predicted = predict_device_names(inputs);
 
@@ -685,6 +832,12 @@ impl IdentityMap {
                     || label.is_some_and(|l| uses.contains(&format!("LABEL={l}")));
                 let target = b.target_for(&d.source_device, n, info, probe, device, used);
                 b.add(&sources, info, &target);
+                for (p, _) in partuuid_ties
+                    .iter()
+                    .filter(|(_, set)| set.contains(&(i, n)))
+                {
+                    b.add_partuuid(p, info, &target);
+                }
             }
 
             // The whole disk (a file system or swap without partitions).
@@ -950,6 +1103,7 @@ impl Builder {
         }
         if let Some(p) = &target.partuuid {
             let p = p.clone();
+            self.map.insert_partuuid(&p, &p);
             tags.push((format!("PARTUUID={p}"), Some(format!("PARTUUID={p}"))));
             tags.push((
                 format!("/dev/disk/by-partuuid/{p}"),
@@ -983,6 +1137,53 @@ impl Builder {
         {
             self.target_keys
                 .push((format!("LABEL={l}"), uuid_form.clone()));
+        }
+    }
+}
+
+impl Builder {
+    /// Maps the source PARTUUID `p`, tied to a replica partition by what it
+    /// mounts, to the partition's target. The probe's PARTUUID is the
+    /// target's. Offline, a file system whose target UUID is its source UUID
+    /// was copied at block level with its partition table: the PARTUUID
+    /// still names it and stays as it is. Otherwise the partition table was
+    /// re-created: the PARTUUID becomes the file system's `UUID=`.
+    fn add_partuuid(&mut self, p: &str, info: Option<&PartitionInfo>, target: &TargetId) {
+        if target
+            .partuuid
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(p))
+        {
+            return;
+        }
+        let source_uuid = info.and_then(|i| i.source_uuid.as_deref());
+        let block_copy = target.partuuid.is_none()
+            && match (target.uuid.as_deref(), source_uuid) {
+                (Some(t), Some(s)) => t.eq_ignore_ascii_case(s),
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+        let keys = [
+            format!("PARTUUID={p}"),
+            format!("/dev/disk/by-partuuid/{p}"),
+        ];
+        if block_copy {
+            self.map.insert_partuuid(p, p);
+            for k in keys {
+                self.map.insert(&k, &k);
+                self.map.insert_device_name(&k, &k);
+            }
+            return;
+        }
+        if let Some(t) = &target.partuuid {
+            self.map.insert_partuuid(p, t);
+        }
+        let Some(uuid_form) = target.uuid_form() else {
+            return;
+        };
+        for k in keys {
+            self.map.insert(&k, &uuid_form);
+            self.map.insert_device_name(&k, &uuid_form);
         }
     }
 }
@@ -1390,6 +1591,229 @@ mod tests {
         let (_, w) = IdentityMap::build(&inputs, &[], &files);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].message.starts_with("partition 3 of /dev/sda"), "{w:?}");
+    }
+
+    #[test]
+    fn partuuids_are_tied_by_mount_point() {
+        const P: &str = "0f6a1d2e-3b4c-4d5e-8f60-718293a4b5c6";
+        let root = |target: &str| {
+            one_disk(
+                "/dev/sda",
+                &format!(
+                    r#"{{"number":1,"fsType":"swap","sourceUuid":"{U2}","targetUuid":"{U2}"}},
+                    {{"number":2,"fsType":"ext4","sourceUuid":"{U1}"{target},"mountPoint":"/"}}"#
+                ),
+            )
+        };
+        let fstab = |spec: &str, mount: &str| {
+            MemFiles::new().with("/etc/fstab", &format!("{spec} {mount} ext4 defaults 1 1\n"))
+        };
+        let new_uuid = format!(r#","targetUuid":"{U2}""#);
+        let same_uuid = format!(r#","targetUuid":"{U1}""#);
+        let probe = |partuuid: &str, uuid: &str| ProbedFs {
+            disk_index: 0,
+            partition: Some(2),
+            target_device: s("/dev/sda2"),
+            fs_type: s("ext4"),
+            uuid: s(uuid),
+            partuuid: s(partuuid),
+            label: None,
+        };
+        let p_upper = format!("PARTUUID={}", P.to_uppercase());
+        let by_partuuid = format!("/dev/disk/by-partuuid/{P}");
+        let u1 = format!("UUID={U1}");
+        let u2 = format!("UUID={U2}");
+        // (case, disks, probe, guest files, reference, its rewrite,
+        // whether known, the target's PARTUUID)
+        type Case<'a> = (
+            &'a str,
+            String,
+            Vec<ProbedFs>,
+            MemFiles,
+            &'a str,
+            Option<&'a str>,
+            bool,
+            Option<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "block copy: kept",
+                root(&same_uuid),
+                vec![],
+                fstab(&format!("PARTUUID={P}"), "/"),
+                &p_upper,
+                None,
+                true,
+                Some(P),
+            ),
+            (
+                "no targetUuid: a block copy is assumed",
+                root(""),
+                vec![],
+                fstab(&by_partuuid, "/"),
+                &by_partuuid,
+                None,
+                true,
+                Some(P),
+            ),
+            (
+                "re-created partition table: the new UUID",
+                root(&new_uuid),
+                vec![],
+                fstab(&format!("PARTUUID={P}"), "/"),
+                &p_upper,
+                Some(&u2),
+                true,
+                None,
+            ),
+            (
+                "the probe's PARTUUID is the target's",
+                root(&same_uuid),
+                vec![probe("7d2c1b0a-02", U1)],
+                fstab(&format!("PARTUUID={P}"), "/"),
+                &by_partuuid,
+                Some(&u1),
+                true,
+                Some("7d2c1b0a-02"),
+            ),
+            (
+                "GRUB_FORCE_PARTUUID names the root",
+                root(&new_uuid),
+                vec![],
+                MemFiles::new().with(
+                    "/etc/default/grub.d/40-force-partuuid.cfg",
+                    &format!("# comment\nGRUB_FORCE_PARTUUID={P}\n"),
+                ),
+                &p_upper,
+                Some(&u2),
+                true,
+                None,
+            ),
+            (
+                "root= on a command line names the root",
+                root(&same_uuid),
+                vec![],
+                MemFiles::new().with(
+                    "/etc/default/grub",
+                    &format!("GRUB_CMDLINE_LINUX=\"ro root=PARTUUID={P} quiet\"\n"),
+                ),
+                &p_upper,
+                None,
+                true,
+                Some(P),
+            ),
+            (
+                "a comment ties nothing",
+                root(&same_uuid),
+                vec![],
+                MemFiles::new().with("/etc/default/grub", &format!("#GRUB_FORCE_PARTUUID={P}\n")),
+                &p_upper,
+                None,
+                false,
+                None,
+            ),
+            (
+                "the only swap partition",
+                root(&same_uuid),
+                vec![],
+                MemFiles::new().with("/etc/fstab", &format!("PARTUUID={P} none swap sw 0 0\n")),
+                &p_upper,
+                None,
+                true,
+                Some(P),
+            ),
+            (
+                "no replica mounts there",
+                root(&same_uuid),
+                vec![],
+                fstab(&format!("PARTUUID={P}"), "/srv"),
+                &p_upper,
+                None,
+                false,
+                None,
+            ),
+        ];
+        for (name, disks, probed, files, r, want, known, target) in cases {
+            let inputs = test_inputs(&disks, "uuid");
+            let (m, _) = IdentityMap::build(&inputs, &probed, &files);
+            assert_eq!(m.rewrite(r).as_deref(), want, "{name}: rewrite {r}\n{m:#?}");
+            assert_eq!(m.is_known(r), known, "{name}: known {r}");
+            assert_eq!(m.target_partuuid(P), target, "{name}: target PARTUUID");
+            if let Some(t) = m.rewrite(r) {
+                assert_eq!(m.rewrite(&t), None, "{name}: idempotent");
+            }
+        }
+    }
+
+    #[test]
+    fn naming_schemes_come_from_settings_not_comments() {
+        let disks = one_disk(
+            "/dev/cciss/c0d0",
+            &format!(
+                r#"{{"number":2,"fsType":"ext3","sourceUuid":"{U1}","targetUuid":"{U1}","mountPoint":"/"}}"#
+            ),
+        );
+        let inputs = test_inputs(&disks, "uuid");
+        let menu = |kopt: &str, kernel: &str| {
+            format!(
+                "## default kernel options for automagic boot options\n\
+                 ## e.g. kopt=root=/dev/hda1 ro\n\
+                 # kopt=root={kopt} ro\n\
+                 ## e.g. groot=(hd0,0)\n# groot=(hd0,0)\n\
+                 title Debian\nroot (hd0,0)\nkernel /vmlinuz root={kernel} ro\n"
+            )
+        };
+        // (menu.lst, fstab, warning codes, a reference and its rewrite)
+        type Case = (
+            String,
+            &'static str,
+            Vec<&'static str>,
+            &'static str,
+            Option<String>,
+        );
+        let u1 = format!("UUID={U1}");
+        let cases: Vec<Case> = vec![
+            // update-grub's documentation names /dev/hda1: not a use.
+            (
+                menu("/dev/cciss/c0d0p2", "/dev/cciss/c0d0p2"),
+                "/dev/cciss/c0d0p2 / ext3 defaults 0 1\n",
+                vec![],
+                "/dev/cciss/c0d0p2",
+                Some(u1.clone()),
+            ),
+            // `# kopt=` is a setting: a second scheme in use.
+            (
+                menu("/dev/hda2", "/dev/cciss/c0d0p2"),
+                "/dev/cciss/c0d0p2 / ext3 defaults 0 1\n",
+                vec![codes::STORAGE_AMBIGUOUS_NAMES],
+                "/dev/hda2",
+                None,
+            ),
+            // The guest's settings use one other scheme (`# kopt=` among
+            // them): it gets the alias.
+            (
+                menu("/dev/hda2", "/dev/hda2"),
+                "UUID=0b6c3f2e-5d1a-4c8e-9f27-3a1b2c4d5e6f / ext3 defaults 0 1\n",
+                vec![],
+                "/dev/hda2",
+                Some(u1.clone()),
+            ),
+        ];
+        for (i, (menu, fstab, warnings, r, want)) in cases.into_iter().enumerate() {
+            let files = MemFiles::new()
+                .with("/boot/grub/menu.lst", &menu)
+                .with("/etc/fstab", fstab);
+            let (m, w) = IdentityMap::build(&inputs, &[], &files);
+            let got: Vec<&str> = w.iter().map(|w| w.code.as_str()).collect();
+            assert_eq!(got, warnings, "case {i}: {w:?}");
+            assert_eq!(m.rewrite(r), want, "case {i}: {r}");
+        }
+        assert!(is_update_grub_setting(" kopt=root=/dev/sda1 ro"));
+        assert!(is_update_grub_setting("kopt_2_6_32=root=/dev/sda1"));
+        assert!(is_update_grub_setting(" groot=(hd0,0)"));
+        assert!(!is_update_grub_setting("# e.g. kopt=root=/dev/hda1 ro"));
+        assert!(!is_update_grub_setting("boot=/dev/vda"));
+        assert!(!is_update_grub_setting(" kopt = not one"));
     }
 
     #[test]

@@ -387,7 +387,26 @@ impl EspMount {
         Ok(m)
     }
 
+    /// Mounts the partition read-only (its FAT is not marked dirty), to
+    /// read the inputs (rescue mode).
+    pub fn mount_read_only(
+        location: EspLocation,
+        mount_point: &Path,
+    ) -> Result<EspMount, EspError> {
+        let mut m = EspMount {
+            location,
+            mount_point: mount_point.to_path_buf(),
+            mounted: false,
+        };
+        m.mount_with(MsFlags::MS_RDONLY)?;
+        Ok(m)
+    }
+
     fn mount_again(&mut self) -> Result<(), EspError> {
+        self.mount_with(MsFlags::empty())
+    }
+
+    fn mount_with(&mut self, extra: MsFlags) -> Result<(), EspError> {
         let device = self.location.device.to_string_lossy().into_owned();
         let mut result = Ok(());
         for data in VFAT_OPTIONS {
@@ -395,7 +414,7 @@ impl EspMount {
                 &device,
                 &self.mount_point,
                 Some("vfat"),
-                MOUNT_FLAGS,
+                MOUNT_FLAGS | extra,
                 data,
             );
             if result.is_ok() {

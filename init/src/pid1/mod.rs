@@ -10,6 +10,7 @@
 pub mod disk_transport;
 pub mod guest;
 pub mod mounts;
+pub mod remount;
 pub mod rescue;
 pub mod signals;
 pub mod supervise;
@@ -119,9 +120,17 @@ fn boot(after: &mut After) -> Result<(), FixupError> {
     let mut loader = load_modules();
     if opts.mode == Mode::Rescue {
         *after = After::Shell;
+        // `fixupctl status` reads the phase from the state file, as in
+        // the protocol.
+        let mut state = Tracker::new(&lock::run_dir(), Path::new(runstate::DEFAULT_FIXUP_DIR));
+        state.save();
         load_storage_stack(&mut loader);
         logging::info("rescue mode: the guest is mounted read-only; a shell on the console");
         rescue::start(&opts);
+        state.phase(
+            Phase::Rescue,
+            Some("no fixup runs; shells on the console".into()),
+        );
         return Ok(());
     }
     protocol(&opts, &mut loader)

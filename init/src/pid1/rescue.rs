@@ -3,14 +3,19 @@
 //! disk but the stack's own (found by its GPT disk GUID, `osam.disk=`, or
 //! else by its `OSAM-FIXUP` ESP) as a replica, makes the `/dev/disk` links,
 //! assembles md and LVM read-only and mounts the guest read-only at
-//! /sysroot, then prints a banner on the console: what is mounted where,
-//! what went wrong, and the commands to go on with.
+//! /sysroot, copies the input files of the fixup disk's `/fixup/` (if
+//! any) into /tmp/fixup for `fixupctl plan`/`run`, then prints a banner
+//! on the console: what is mounted where, what went wrong, and the
+//! commands to go on with.
 //!
 //! Nothing here may take PID 1 down: every error, and a panic, becomes a
 //! line of the banner. What was assembled and mounted is kept in
-//! [`STATE_FILE`] (JSON, [`RescueState`]) for `fixupctl`.
+//! [`STATE_FILE`] (JSON, [`RescueState`]) with the banner beside it;
+//! `fixupctl mount`/`umount` (`pid1::remount`) tear that down, mount
+//! again with [`assemble_and_mount`] and rewrite both ([`save`]).
 
 use std::fs::File;
+use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,10 +24,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::cmdline::Options;
 use crate::logging;
+use crate::pid1::disk_transport::{self, EspMount};
 use crate::pid1::guest::{SYSROOT, probed_from_facts};
 use crate::pid1::signals;
-use crate::pid1::sysroot::{MapHints, MountOptions, MountedGuest, mount_guest};
+use crate::pid1::sysroot::{MapHints, MountKind, MountOptions, MountedGuest, mount_guest};
 use crate::runner::RealRunner;
+use crate::runstate::{DEFAULT_FIXUP_DIR, ESP_MOUNT};
 use crate::storage::assemble::{AssembleOptions, Assembly, LogCtx, assemble};
 use crate::storage::devlinks::{self, DiskFacts};
 use crate::storage::discover::{self, Disk};
@@ -32,14 +39,18 @@ use crate::storage::partition::{TableKind, read_partitions};
 pub const STATE_FILE: &str = "/run/osam/rescue.json";
 /// The banner, to show it again (`cat`).
 pub const BANNER_FILE: &str = "/run/osam/rescue-banner.txt";
+/// [`STATE_FILE`]'s name in the run-time folder.
+pub const STATE_NAME: &str = "rescue.json";
+/// [`BANNER_FILE`]'s name in the run-time folder.
+pub const BANNER_NAME: &str = "rescue-banner.txt";
 /// The label of the stack's ESP (the image builder's default).
 pub const STACK_LABEL: &str = "OSAM-FIXUP";
 /// How long the set of disks must stay the same before rescue goes on.
 const SETTLE: Duration = Duration::from_secs(2);
 
-/// What rescue mode did.
+/// What rescue mode did, and what `fixupctl mount`/`umount` did since.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct RescueState {
     /// The stack's own disk(s) (kernel names), left alone.
     pub stack_disks: Vec<String>,
@@ -51,6 +62,40 @@ pub struct RescueState {
     pub not_mounted: Option<String>,
     /// Warnings and errors met, one line each (`code: message`).
     pub problems: Vec<String>,
+    /// The input files copied from the fixup disk's `/fixup/` into
+    /// /tmp/fixup at boot.
+    pub inputs: Vec<String>,
+}
+
+/// Reads `<run_dir>/rescue.json`; `None` when there is none (not rescue
+/// mode, or its setup could not write it).
+pub fn load(run_dir: &Path) -> io::Result<Option<RescueState>> {
+    let path = run_dir.join(STATE_NAME);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
+
+/// Writes `<run_dir>/rescue.json` and the banner beside it, each
+/// atomically; returns the banner's lines.
+pub fn save(run_dir: &Path, s: &RescueState) -> io::Result<Vec<String>> {
+    let lines = banner(s);
+    std::fs::create_dir_all(run_dir)?;
+    let mut json = serde_json::to_vec_pretty(s).map_err(io::Error::other)?;
+    json.push(b'\n');
+    crate::fsutil::write_atomic(&run_dir.join(STATE_NAME), &json, 0o644)?;
+    let mut text = lines.join("\n");
+    text.push('\n');
+    crate::fsutil::write_atomic(&run_dir.join(BANNER_NAME), text.as_bytes(), 0o644)?;
+    Ok(lines)
 }
 
 /// One disk as the choice of the stack's own disk sees it.
@@ -110,7 +155,8 @@ fn gpt_guid(dev: &Path, disk: &Disk) -> Option<String> {
     }
 }
 
-/// The lines of the console banner for what rescue mode did.
+/// The lines of the console banner for what rescue mode did (and
+/// `fixupctl mount`/`umount` since).
 pub fn banner(s: &RescueState) -> Vec<String> {
     let rule = "=".repeat(64);
     let mut out = vec![rule.clone(), "OSAM rescue mode".to_string()];
@@ -128,8 +174,13 @@ pub fn banner(s: &RescueState) -> Vec<String> {
         }
     ));
     if let Some(a) = &s.assembly {
+        let how = if a.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        };
         for l in a.summary() {
-            out.push(format!("assembled, read-only: {l}"));
+            out.push(format!("assembled, {how}: {l}"));
         }
         for c in &a.clashes {
             out.push(format!("NOT activated: {}", c.describe()));
@@ -140,8 +191,9 @@ pub fn banner(s: &RescueState) -> Vec<String> {
             ));
         }
     }
+    let read_write = s.mounted.as_ref().is_some_and(|m| !m.read_only);
     match &s.mounted {
-        Some(m) => {
+        Some(m) if m.read_only => {
             out.push(format!(
                 "the guest is mounted READ-ONLY at {} (nothing on its disks is changed):",
                 m.sysroot.display()
@@ -149,8 +201,26 @@ pub fn banner(s: &RescueState) -> Vec<String> {
             for l in m.summary() {
                 out.push(format!("  {l}"));
             }
-            for r in &m.other_roots {
-                out.push(format!("also looks like a guest root, not mounted: {r}"));
+        }
+        Some(m) => {
+            out.push(format!(
+                "the guest is mounted READ-WRITE at {} (journals replayed; changes reach its disks):",
+                m.sysroot.display()
+            ));
+            for l in m.summary() {
+                out.push(format!("  {l}"));
+            }
+            let binds: Vec<&str> = m
+                .mounts
+                .iter()
+                .filter(|r| r.kind == MountKind::Stack)
+                .map(|r| r.guest_path.as_str())
+                .collect();
+            if !binds.is_empty() {
+                out.push(format!(
+                    "  the stack's {} bound in, for chroot and fixupctl run",
+                    binds.join(" ")
+                ));
             }
         }
         None => {
@@ -158,11 +228,30 @@ pub fn banner(s: &RescueState) -> Vec<String> {
                 "the guest is NOT mounted: {}",
                 s.not_mounted.as_deref().unwrap_or("nothing to mount")
             ));
+            if !s.replica_disks.is_empty() {
+                out.push("  fixupctl mount [--rw] mounts it (again)".to_string());
+            }
             out.push(
                 "  by hand: mount -o ro,noload /dev/sdXN /sysroot (ext4; xfs: ro,norecovery)"
                     .to_string(),
             );
         }
+    }
+    if let Some(m) = &s.mounted {
+        for r in &m.other_roots {
+            out.push(format!("also looks like a guest root, not mounted: {r}"));
+        }
+    }
+    if s.inputs.is_empty() {
+        out.push(format!(
+            "input files: none on the fixup disk's /fixup/; put the three JSON files into \
+             {DEFAULT_FIXUP_DIR} for fixupctl plan and run"
+        ));
+    } else {
+        out.push(format!(
+            "input files from the fixup disk's /fixup/, copied to {DEFAULT_FIXUP_DIR}: {}",
+            s.inputs.join(" ")
+        ));
     }
     if !s.problems.is_empty() {
         out.push("problems:".to_string());
@@ -171,17 +260,29 @@ pub fn banner(s: &RescueState) -> Vec<String> {
         }
     }
     out.push("commands:".to_string());
-    for (c, what) in [
-        ("fixupctl status", "what is assembled and mounted"),
-        (
-            "fixupctl mount --rw",
-            "mount the guest read-write, to repair it",
-        ),
-        ("fixupctl plan", "what a fixup would change"),
+    let mut commands = vec![("fixupctl status", "what is assembled and mounted")];
+    if read_write {
+        commands.extend([
+            ("fixupctl plan", "what a fixup would change"),
+            ("fixupctl run", "run the fixup on the mounted guest"),
+            ("fixupctl undo", "put back what a fixup changed"),
+            ("fixupctl umount", "unmount and release the disks"),
+        ]);
+    } else {
+        commands.extend([
+            (
+                "fixupctl mount --rw",
+                "mount the guest read-write, to repair it",
+            ),
+            ("fixupctl plan", "what a fixup would change"),
+        ]);
+    }
+    commands.extend([
         ("fixupctl collect", "gather the logs for support"),
         ("chroot /sysroot /bin/sh", "look around inside the guest"),
         ("poweroff -f", "power off"),
-    ] {
+    ]);
+    for (c, what) in commands {
         out.push(format!("  {c:<24} {what}"));
     }
     out.push(rule);
@@ -235,6 +336,65 @@ fn wait_for_disks(
     }
 }
 
+/// The disks as they are now, in one pass: (replicas, the stack's own,
+/// facts of all).
+pub fn scan_disks(
+    sysfs: &Path,
+    osam_disk: Option<&str>,
+) -> (Vec<Disk>, Vec<String>, Vec<DiskFacts>) {
+    wait_for_disks(sysfs, Duration::ZERO, osam_disk)
+}
+
+/// Assembles the md arrays and LVM volume groups of `replicas` and mounts
+/// the guest at `sysroot`, read-only (journals not replayed, devices set
+/// read-only, the stack's trees not bound) or read-write (the stack's
+/// /dev /proc /sys /run bound in for chroot); records the outcome in `s`
+/// (`assembly`, `mounted` or `not_mounted`, and the warnings in
+/// `problems`).
+pub fn assemble_and_mount(
+    s: &mut RescueState,
+    ctx: &mut LogCtx<'_>,
+    replicas: &[Disk],
+    facts: &[DiskFacts],
+    sysroot: &Path,
+    read_only: bool,
+) {
+    let replica_facts: Vec<(usize, &DiskFacts)> = replicas
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| Some((i, facts.iter().find(|f| f.name == d.name)?)))
+        .collect();
+    let mut probed = probed_from_facts(&replica_facts);
+    let assembly = assemble(ctx, &probed, &AssembleOptions::new(read_only));
+    probed.extend(assembly.probed());
+    let _ = std::fs::create_dir_all(sysroot);
+    match mount_guest(
+        ctx,
+        &probed,
+        &MapHints::default(),
+        sysroot,
+        &MountOptions::rescue(read_only),
+    ) {
+        Ok(m) => {
+            s.mounted = Some(m);
+            s.not_mounted = None;
+        }
+        Err(e) => {
+            s.mounted = None;
+            s.not_mounted = Some(match &e.detail {
+                Some(d) => format!("{}: {} ({d})", e.code, e.message),
+                None => format!("{}: {}", e.code, e.message),
+            });
+        }
+    }
+    s.problems.extend(
+        ctx.warnings
+            .drain(..)
+            .map(|w| format!("{}: {}", w.code, w.message)),
+    );
+    s.assembly = Some(assembly);
+}
+
 /// Finds, assembles and mounts the guest read-only. Never panics into the
 /// caller (see [`start`]).
 pub fn run(opts: &Options) -> RescueState {
@@ -265,48 +425,57 @@ pub fn run(opts: &Options) -> RescueState {
         ));
         return s;
     }
-    let replica_facts: Vec<(usize, &DiskFacts)> = replicas
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| Some((i, facts.iter().find(|f| f.name == d.name)?)))
-        .collect();
-    let mut probed = probed_from_facts(&replica_facts);
     let mut runner = RealRunner {
         cancel: Some(&signals::STOP),
     };
     let mut ctx = LogCtx::new(&mut runner);
-    let assembly = assemble(&mut ctx, &probed, &AssembleOptions::new(true));
-    probed.extend(assembly.probed());
-    let _ = std::fs::create_dir_all(SYSROOT);
-    match mount_guest(
+    assemble_and_mount(
+        &mut s,
         &mut ctx,
-        &probed,
-        &MapHints::default(),
+        &replicas,
+        &facts,
         Path::new(SYSROOT),
-        &MountOptions::new(true),
-    ) {
-        Ok(m) => s.mounted = Some(m),
-        Err(e) => {
-            s.not_mounted = Some(match &e.detail {
-                Some(d) => format!("{}: {} ({d})", e.code, e.message),
-                None => format!("{}: {}", e.code, e.message),
-            })
-        }
-    }
-    s.problems.extend(
-        ctx.warnings
-            .iter()
-            .map(|w| format!("{}: {}", w.code, w.message)),
+        true,
     );
-    s.assembly = Some(assembly);
     s
 }
 
+/// Copies the input files (`*.json`) of the fixup disk's `/fixup/` into
+/// `fixup_dir` (created, mode 0700), the ESP mounted read-only for the
+/// moment. Returns the names copied.
+pub fn import_esp_inputs(osam_disk: Option<&str>, fixup_dir: &Path) -> Result<Vec<String>, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !fixup_dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(fixup_dir)
+            .map_err(|e| format!("creating {}: {e}", fixup_dir.display()))?;
+    }
+    let Some(guid) = osam_disk else {
+        return Ok(Vec::new());
+    };
+    let location = disk_transport::find_esp(Path::new("/sys"), Path::new("/dev"), guid)
+        .map_err(|e| e.to_string())?;
+    let mut esp =
+        EspMount::mount_read_only(location, Path::new(ESP_MOUNT)).map_err(|e| e.to_string())?;
+    let copied = disk_transport::import_inputs(
+        &esp.mount_point.join(disk_transport::ESP_FIXUP_DIR),
+        fixup_dir,
+    )
+    .map_err(|e| format!("copying the input files from the fixup disk: {e}"));
+    if let Err(e) = esp.unmount() {
+        logging::warn(format!("rescue mode: {e}"));
+    }
+    copied
+}
+
 /// Rescue mode's entry from PID 1: runs [`run`], turning a panic into a
-/// banner line, saves the state and the banner under /run/osam and shows
-/// the banner on the consoles.
+/// banner line, copies the fixup disk's input files into /tmp/fixup,
+/// saves the state and the banner under /run/osam and shows the banner
+/// on the consoles.
 pub fn start(opts: &Options) {
-    let s = catch_unwind(AssertUnwindSafe(|| run(opts))).unwrap_or_else(|_| RescueState {
+    let mut s = catch_unwind(AssertUnwindSafe(|| run(opts))).unwrap_or_else(|_| RescueState {
         not_mounted: Some(
             "an internal error stopped the rescue setup (see the console above); mount the guest \
              by hand"
@@ -314,16 +483,19 @@ pub fn start(opts: &Options) {
         ),
         ..RescueState::default()
     });
-    let lines = banner(&s);
-    let _ = std::fs::create_dir_all("/run/osam");
-    if let Ok(json) = serde_json::to_vec_pretty(&s) {
-        if let Err(e) = crate::fsutil::write_atomic(Path::new(STATE_FILE), &json, 0o644) {
-            logging::warn(format!("cannot write {STATE_FILE}: {e}"));
-        }
+    match import_esp_inputs(opts.disk.as_deref(), Path::new(DEFAULT_FIXUP_DIR)) {
+        Ok(names) => s.inputs = names,
+        Err(e) => s.problems.push(format!(
+            "the input files on the fixup disk's /fixup/ were not copied to {DEFAULT_FIXUP_DIR}: {e}"
+        )),
     }
-    let mut text = lines.join("\n");
-    text.push('\n');
-    let _ = crate::fsutil::write_atomic(Path::new(BANNER_FILE), text.as_bytes(), 0o644);
+    let lines = match save(&crate::lock::run_dir(), &s) {
+        Ok(lines) => lines,
+        Err(e) => {
+            logging::warn(format!("cannot write {STATE_FILE} and {BANNER_FILE}: {e}"));
+            banner(&s)
+        }
+    };
     for l in &lines {
         logging::info(l);
     }
@@ -427,6 +599,7 @@ mod tests {
             }),
             not_mounted: None,
             problems: vec!["storage.luks_skipped: /dev/sdb3 is a LUKS volume".into()],
+            inputs: vec![],
         };
         let text = banner(&s).join("\n");
         for want in [
@@ -443,9 +616,45 @@ mod tests {
             "fixupctl plan",
             "fixupctl collect",
             "poweroff -f",
+            "input files: none on the fixup disk's /fixup/; put the three JSON files into \
+             /tmp/fixup",
         ] {
             assert!(text.contains(want), "{want:?} in\n{text}");
         }
+        assert!(!text.contains("fixupctl umount"), "{text}");
+
+        // Mounted read-write by fixupctl mount --rw, with the inputs.
+        let mut rw = s.clone();
+        let m = rw.mounted.as_mut().unwrap();
+        m.read_only = false;
+        m.mounts[0].read_only = false;
+        m.mounts[0].data = None;
+        m.mounts.push(MountRecord {
+            kind: MountKind::Stack,
+            source: "/dev".into(),
+            target: "/sysroot/dev".into(),
+            guest_path: "/dev".into(),
+            fstype: None,
+            data: None,
+            read_only: false,
+        });
+        rw.inputs = vec!["replica-disk-map.json".into()];
+        let text = banner(&rw).join("\n");
+        for want in [
+            "READ-WRITE at /sysroot",
+            "  /dev/sda1 on /sysroot (ext4)\n",
+            "the stack's /dev bound in",
+            "fixupctl run",
+            "fixupctl undo",
+            "fixupctl umount",
+            "copied to /tmp/fixup: replica-disk-map.json",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("READ-ONLY") && !text.contains("mount --rw"),
+            "{text}"
+        );
 
         let none = RescueState {
             not_mounted: Some("guest.root_not_found: no guest root".into()),
@@ -453,6 +662,7 @@ mod tests {
         };
         let text = banner(&none).join("\n");
         assert!(text.contains("guest disks: none found"));
+        assert!(!text.contains("fixupctl mount [--rw]"), "{text}");
         assert!(text.contains("the guest is NOT mounted: guest.root_not_found: no guest root"));
         assert!(text.contains("poweroff -f"));
     }
@@ -462,11 +672,40 @@ mod tests {
         let s = RescueState {
             replica_disks: vec!["sda".into()],
             assembly: Some(Assembly::default()),
+            inputs: vec!["system-configuration.json".into()],
             ..RescueState::default()
         };
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains("\"replicaDisks\""));
         let back: RescueState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+        // A record written before `inputs` existed still reads.
+        let old: RescueState =
+            serde_json::from_str(r#"{"stackDisks":["sdb"],"replicaDisks":["sda"]}"#).unwrap();
+        assert_eq!(old.stack_disks, ["sdb"]);
+        assert!(old.inputs.is_empty());
+    }
+
+    #[test]
+    fn save_writes_the_record_and_the_banner_and_load_reads_it() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("run/osam");
+        assert_eq!(load(&run).unwrap(), None);
+        let s = RescueState {
+            replica_disks: vec!["sda".into()],
+            not_mounted: Some("released by fixupctl umount".into()),
+            ..RescueState::default()
+        };
+        let lines = save(&run, &s).unwrap();
+        assert_eq!(load(&run).unwrap(), Some(s));
+        let text = std::fs::read_to_string(run.join(BANNER_NAME)).unwrap();
+        assert_eq!(text, lines.join("\n") + "\n");
+        assert!(
+            text.contains("NOT mounted: released by fixupctl umount"),
+            "{text}"
+        );
+        assert!(text.contains("fixupctl mount [--rw] mounts it"), "{text}");
+        std::fs::write(run.join(STATE_NAME), b"{").unwrap();
+        assert!(load(&run).is_err());
     }
 }

@@ -203,6 +203,16 @@ impl MountOptions {
             },
         }
     }
+
+    /// Rescue mode's (at boot, and `fixupctl mount [--rw]`): as
+    /// [`MountOptions::new`], but where several trees look like a root
+    /// the first is mounted and the others listed, read-write too.
+    pub fn rescue(read_only: bool) -> Self {
+        MountOptions {
+            multiple_roots: MultipleRoots::First,
+            ..MountOptions::new(read_only)
+        }
+    }
 }
 
 /// A tree that looks like a guest root.
@@ -307,38 +317,52 @@ impl MountedGuest {
     /// Syncs and unmounts everything in reverse order (the stack's trees
     /// lazily; a guest file system that will not unmount is remounted
     /// read-only), then sets the devices this mount made read-only back to
-    /// read-write. Returns what could not be released.
+    /// read-write. Returns what could not be released; those mounts stay
+    /// in [`MountedGuest::mounts`] (a read-write one remounted read-only
+    /// is recorded so), and the devices stay read-only while anything is
+    /// left.
     pub fn unmount(&mut self) -> Vec<String> {
         nix::unistd::sync();
         let mut failed = Vec::new();
-        while let Some(m) = self.mounts.pop() {
+        let mut kept = Vec::new();
+        while let Some(mut m) = self.mounts.pop() {
             let flags = if m.kind == MountKind::Stack {
                 MntFlags::MNT_DETACH
             } else {
                 MntFlags::empty()
             };
-            if let Err(e) = umount2(&m.target, flags) {
-                if m.read_only {
-                    failed.push(format!("{}: {e}", m.target.display()));
-                    continue;
-                }
-                let ro = nix::mount::mount(
-                    None::<&str>,
-                    &m.target,
-                    None::<&str>,
-                    MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                    None::<&str>,
-                );
-                failed.push(match ro {
-                    Ok(()) => format!("{}: {e} (remounted read-only)", m.target.display()),
-                    Err(e2) => format!("{}: {e}, read-only remount: {e2}", m.target.display()),
-                });
+            let Err(e) = umount2(&m.target, flags) else {
+                continue;
+            };
+            if m.read_only {
+                failed.push(format!("{}: {e}", m.target.display()));
+                kept.push(m);
+                continue;
             }
+            let ro = nix::mount::mount(
+                None::<&str>,
+                &m.target,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
+            failed.push(match ro {
+                Ok(()) => {
+                    m.read_only = true;
+                    format!("{}: {e} (remounted read-only)", m.target.display())
+                }
+                Err(e2) => format!("{}: {e}, read-only remount: {e2}", m.target.display()),
+            });
+            kept.push(m);
         }
+        kept.reverse();
+        self.mounts = kept;
         nix::unistd::sync();
-        for d in self.read_only_devices.drain(..) {
-            if let Err(e) = set_read_only(&d, false) {
-                failed.push(format!("setting {d} read-write again: {e}"));
+        if self.mounts.is_empty() {
+            for d in self.read_only_devices.drain(..) {
+                if let Err(e) = set_read_only(&d, false) {
+                    failed.push(format!("setting {d} read-write again: {e}"));
+                }
             }
         }
         failed

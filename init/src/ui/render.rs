@@ -762,7 +762,9 @@ fn failure(f: &Failed, dir: &str, view: &View, cols: usize) -> Vec<Section> {
         (Some(step), None) => headline.push_str(&format!(" in step {step}")),
         _ => {}
     }
-    headline.push_str(&format!(" after {}", clock(f.duration)));
+    if f.duration >= Duration::from_secs(1) {
+        headline.push_str(&format!(" after {}", clock(f.duration)));
+    }
     let mut error = vec![line(Style::Error, &format!("   {}", f.code))];
     error.extend(wrapped(Style::Plain, 3, &f.message, cols));
     let mut detail = Vec::new();

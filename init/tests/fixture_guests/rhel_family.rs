@@ -1,6 +1,7 @@
 //! Fixture guests: rhel_family (see the parent file for the harness).
 //!
-//! Each guest goes through the harness's `check_guest` (BIOS target), and
+//! Each guest goes through the harness's `check_guest` (with its own
+//! firmware, BIOS or UEFI, on both sides), and
 //! then through a second run of its own ([`Run`]) for what only this guest
 //! shows: the concrete lines of the files it changed, the commands named
 //! after its kernels, an EFI target where the guest boots with UEFI, and
@@ -445,6 +446,7 @@ fn rhel6_guest() -> Guest {
         build: rhel6,
         os_family: "rhel",
         os_version: "6.10",
+        firmware: BIOS,
         disks: json!([
             { "sourceDevice": "/dev/vda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 34359738368u64, "boot": true,
@@ -777,6 +779,7 @@ fn rhel9_efi_guest() -> Guest {
         build: rhel9_efi,
         os_family: "rhel",
         os_version: "9.3",
+        firmware: UEFI,
         disks: json!([
             { "sourceDevice": "/dev/vda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 53687091200u64, "boot": true,
@@ -1032,6 +1035,7 @@ fn ol8_guest() -> Guest {
         build: ol8,
         os_family: "rhel",
         os_version: "8.9",
+        firmware: BIOS,
         disks: json!([
             { "sourceDevice": "/dev/sda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 68719476736u64, "boot": true,
@@ -1263,6 +1267,7 @@ fn alma8_efi_guest() -> Guest {
         build: alma8_efi,
         os_family: "rhel",
         os_version: "8.9",
+        firmware: UEFI,
         disks: json!([
             { "sourceDevice": "/dev/sda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 34359738368u64, "boot": true,
@@ -1470,6 +1475,7 @@ fn rocky9_guest() -> Guest {
         build: rocky9,
         os_family: "rhel",
         os_version: "9.4",
+        firmware: BIOS,
         disks: json!([
             { "sourceDevice": "/dev/sda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 42949672960u64, "boot": true,
@@ -1660,6 +1666,7 @@ fn centos7_hyperv_guest() -> Guest {
         build: centos7_hyperv,
         os_family: "rhel",
         os_version: "7",
+        firmware: BIOS,
         disks: json!([
             { "sourceDevice": "/dev/sda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 136365211648u64, "boot": true,
@@ -1868,6 +1875,7 @@ fn photon4_guest() -> Guest {
         build: photon4,
         os_family: "photon",
         os_version: "4.0",
+        firmware: BIOS,
         disks: json!([
             { "sourceDevice": "/dev/sda", "target": { "controller": "scsi0", "unit": 0 },
               "capacityBytes": 17179869184u64, "boot": true,
@@ -1957,11 +1965,15 @@ fn photon4_installer_grub_networkd_esx_kernel() {
         guest["osId"] == "photon" && guest["osVersion"] == "4.0" && guest["bootloader"] == "grub2",
         &guest,
     );
-    // BUG: offline (fixupctl run on a tree) nothing ties `PARTUUID=` to its
-    // replica partition: replica-disk-map.json has no PARTUUID and only
-    // PID 1's probe reads it. The root entry is then reported as not
-    // replicated (fstab.root_not_replicated) and left as it is, which is
-    // right for a block-level copy. Not asserted either way.
-    r.warnings_are(&["bootloader.guessed"], &["fstab.root_not_replicated"]);
+    // Offline, the root's `PARTUUID=` is tied to the replica partition
+    // mounted at / (replica-disk-map.json has no PARTUUIDs); its UUID is
+    // unchanged (a block-level copy with its partition table), so the
+    // PARTUUID stays valid: fstab and grub.cfg keep it, with no
+    // fstab.root_not_replicated.
+    r.has_line(
+        "etc/fstab",
+        &format!("PARTUUID={PHOTON_ROOT_PARTUUID}\t/\text4\tdefaults,barrier,noatime,noacl,data=ordered\t1\t1"),
+    );
+    r.warnings_are(&["bootloader.guessed"], &[]);
     r.finish();
 }

@@ -42,8 +42,9 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The programs the builder runs on the host (Debian package in brackets
 /// in the error).
-const HOST_TOOLS: [(&str, &str); 11] = [
+const HOST_TOOLS: [(&str, &str); 12] = [
     ("mmdebstrap", "mmdebstrap"),
+    ("mcopy", "mtools"),
     ("arch-test", "arch-test"),
     ("sfdisk", "fdisk"),
     ("losetup", "mount"),
@@ -640,6 +641,132 @@ pub(crate) fn installed_packages(status: &str) -> Vec<InstalledPackage> {
     out
 }
 
+/// GRUB for UEFI as `grub-install --target=<efi> --no-nvram
+/// [--removable]` lays it out: its modules in `/boot/grub/<target>/`, a
+/// core image (`grub-mkimage`) that finds `/boot/grub` by the file-system
+/// UUID, as `EFI/debian/grub<arch>.efi` on the ESP and, when removable,
+/// also as `EFI/BOOT/BOOT<ARCH>.EFI`. grub-install itself refuses an
+/// `--efi-directory` that is not a mounted FAT file system, and the host
+/// kernel may have no vfat: the ESP folder is a plain folder here, copied
+/// onto the FAT file system with mtools at the end ([`fill_fat`]).
+fn install_grub_efi(
+    log: &BuildLog,
+    recipe: &Recipe,
+    hash: &str,
+    root: &Path,
+    modules: &[&str],
+) -> Result<()> {
+    let target = recipe.firmware.grub_target(recipe.arch);
+    let (image, fallback) = match recipe.arch {
+        super::recipe::GuestArch::Amd64 => ("grubx64.efi", "BOOTX64.EFI"),
+        super::recipe::GuestArch::I386 => ("grubia32.efi", "BOOTIA32.EFI"),
+    };
+    // Where /boot/grub is, seen from its own file system.
+    let (d, p, fs, m) = recipe
+        .mounts()
+        .find(|(_, _, _, m)| m.mountpoint == "/boot")
+        .or_else(|| recipe.root())
+        .context("the recipe has no /")?;
+    let mut prefix = if m.mountpoint == "/boot" {
+        "/grub".to_owned()
+    } else {
+        "/boot/grub".to_owned()
+    };
+    if let Some(sv) = &m.subvolume {
+        prefix = format!("/{sv}{prefix}");
+    }
+    let uuid = ids(hash, d, p, Some(fs.kind)).fs_uuid;
+    let from = root.join("usr/lib/grub").join(target);
+    let to = root.join("boot/grub").join(target);
+    fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in fs::read_dir(&from).with_context(|| format!("listing {}", from.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "mod" || e == "lst") {
+            let name = path.file_name().unwrap_or_default();
+            fs::copy(&path, to.join(name))
+                .with_context(|| format!("copying {}", path.display()))?;
+        }
+    }
+    write_file(
+        &root.join("tmp/osam-grub-load.cfg"),
+        &format!("search.fs_uuid {uuid} root\nset prefix=($root)'{prefix}'\n"),
+        0o644,
+    )?;
+    fs::create_dir_all(root.join("boot/efi/EFI/debian")).context("creating EFI/debian")?;
+    let output = format!("/boot/efi/EFI/debian/{image}");
+    let mut args = vec![
+        "grub-mkimage",
+        "-O",
+        target,
+        "-o",
+        output.as_str(),
+        "-c",
+        "/tmp/osam-grub-load.cfg",
+        "-p",
+        prefix.as_str(),
+        "search_fs_uuid",
+    ];
+    args.extend(modules);
+    chroot(log, "grub-mkimage (EFI)", root, &args)?;
+    let _ = fs::remove_file(root.join("tmp/osam-grub-load.cfg"));
+    if matches!(
+        recipe.firmware,
+        super::recipe::GuestFirmware::Uefi { removable: true }
+    ) {
+        let dir = root.join("boot/efi/EFI/BOOT");
+        fs::create_dir_all(&dir).context("creating EFI/BOOT")?;
+        fs::copy(
+            root.join(output.trim_start_matches('/')),
+            dir.join(fallback),
+        )
+        .context("copying GRUB to the fallback path")?;
+    }
+    Ok(())
+}
+
+/// Copies what the build put in `dir` (a FAT file system's mount point,
+/// a plain folder here) onto the FAT file system on `node` with mtools,
+/// then empties `dir`.
+fn fill_fat(log: &BuildLog, node: &Path, dir: &Path) -> Result<()> {
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    log.run(
+        "mcopy (filling the FAT file system)",
+        Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-s", "-p", "-Q", "-i"])
+            .arg(node)
+            .args(&entries)
+            .arg("::/"),
+        QUICK_TIMEOUT,
+    )?;
+    log.run(
+        "mdir",
+        Command::new("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-/", "-i"])
+            .arg(node)
+            .arg("::/"),
+        QUICK_TIMEOUT,
+    )?;
+    for path in entries {
+        if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        }
+        .with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Builds `recipe` in `work` (which must exist and be empty).
 pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Built> {
     let t_start = Instant::now();
@@ -744,7 +871,15 @@ pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Buil
             m.mountpoint.matches('/').count()
         }
     });
+    let mut fat_fills: Vec<(PathBuf, PathBuf)> = Vec::new();
     for (d, p, fs, m) in &mounts {
+        let dir = in_root(&root, &m.mountpoint);
+        if fs.kind == FsKind::Vfat {
+            // Filled with mtools at the end (see fill_fat).
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            fat_fills.push((loops[*d].1[*p].clone(), dir));
+            continue;
+        }
         let options = m.subvolume.as_ref().map(|sv| format!("subvol={sv}"));
         mount(
             log,
@@ -882,22 +1017,7 @@ pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Buil
     let target = format!("--target={}", recipe.firmware.grub_target(recipe.arch));
     let modules = format!("--modules={partmap} {grub_fs}");
     if recipe.firmware.is_uefi() {
-        let mut args = vec![
-            "grub-install",
-            target.as_str(),
-            "--efi-directory=/boot/efi",
-            "--bootloader-id=debian",
-            "--no-nvram",
-            modules.as_str(),
-        ];
-        chroot(log, "grub-install (EFI)", &root, &args)?;
-        if matches!(
-            recipe.firmware,
-            super::recipe::GuestFirmware::Uefi { removable: true }
-        ) {
-            args.push("--removable");
-            chroot(log, "grub-install (EFI, removable)", &root, &args)?;
-        }
+        install_grub_efi(log, recipe, &hash, &root, &[partmap, grub_fs])?;
     } else {
         chroot(
             log,
@@ -996,7 +1116,13 @@ pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Buil
     let packages = installed_packages(&status_text);
 
     // Unmount, detach, convert.
-    for (_, _, _, m) in &mounts {
+    for (node, dir) in &fat_fills {
+        fill_fat(log, node, dir)?;
+    }
+    for (_, _, _, m) in mounts
+        .iter()
+        .filter(|(_, _, fs, _)| fs.kind != FsKind::Vfat)
+    {
         let _ = log.run(
             "fstrim",
             Command::new("fstrim").arg(in_root(&root, &m.mountpoint)),

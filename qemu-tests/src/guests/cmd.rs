@@ -99,6 +99,17 @@ impl BuildLog {
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
+        // SAFETY: the closure runs in the forked child before exec and
+        // only calls prctl(2), which is async-signal-safe. SIGTERM, not
+        // SIGKILL: mmdebstrap cleans up its mounts on SIGTERM.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let started = Instant::now();
         let mut child = command
             .spawn()

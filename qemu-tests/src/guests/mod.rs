@@ -131,6 +131,28 @@ fn alive(pid: u32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Unmounts what a build left below `work`, detaches its loop devices and
+/// removes the folder — only when nothing is mounted below it any more
+/// (a recursive removal must never walk into a bind mount of /dev).
+fn remove_work(work: &Path) -> Result<()> {
+    if !work.exists() {
+        return Ok(());
+    }
+    let cleaned = build::Cleanup::new(work, None).run();
+    let left = build::mounts_under(work);
+    if !left.is_empty() {
+        bail!(
+            "{} still has mounts below it ({left:?}); not removing it{}",
+            work.display(),
+            cleaned
+                .err()
+                .map(|e| format!(": {e:#}"))
+                .unwrap_or_default()
+        );
+    }
+    fs::remove_dir_all(work).with_context(|| format!("removing {}", work.display()))
+}
+
 /// Removes the work folders of builds whose process is gone (after
 /// unmounting what they left mounted and detaching their loop devices).
 fn remove_stale_work(dir: &Path) -> Result<()> {
@@ -147,10 +169,8 @@ fn remove_stale_work(dir: &Path) -> Result<()> {
             continue;
         }
         let path = entry.path();
-        build::Cleanup::new(&path, None)
-            .run()
+        remove_work(&path)
             .with_context(|| format!("cleaning up the stale build folder {}", path.display()))?;
-        fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
     }
     Ok(())
 }
@@ -175,10 +195,7 @@ pub fn guest_image(recipe: &Recipe) -> Result<GuestImage> {
     }
     remove_stale_work(&dir)?;
     let work = dir.join(format!(".tmp-{stem}-{}", std::process::id()));
-    if work.exists() {
-        build::Cleanup::new(&work, None).run()?;
-        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
-    }
+    remove_work(&work)?;
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let log = BuildLog::new(work.join("build.log"))?;
     let built = build::build(recipe, &work, &log);
@@ -189,8 +206,9 @@ pub fn guest_image(recipe: &Recipe) -> Result<GuestImage> {
             // would have been.
             let failed = dir.join(format!("{stem}.failed.log"));
             let _ = fs::copy(log.path(), &failed);
-            drop(build::Cleanup::new(&work, None));
-            let _ = fs::remove_dir_all(&work);
+            if let Err(cleanup) = remove_work(&work) {
+                log.note(&format!("{cleanup:#}"));
+            }
             return Err(e.context(format!(
                 "building the test guest {stem} (log kept in {})",
                 failed.display()
@@ -217,7 +235,7 @@ pub fn guest_image(recipe: &Recipe) -> Result<GuestImage> {
             .with_context(|| format!("renaming {} to {}", from.display(), to.display()))?;
     }
     let _ = fs::remove_file(dir.join(format!("{stem}.failed.log")));
-    fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    remove_work(&work)?;
     match entry.load()? {
         Some(image) => Ok(image),
         None => bail!("the cache entry {stem} is incomplete after the build"),

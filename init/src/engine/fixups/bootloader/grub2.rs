@@ -1,7 +1,22 @@
-//! `/etc/default/grub`: the kernel command line of `GRUB_CMDLINE_LINUX`
-//! and `GRUB_CMDLINE_LINUX_DEFAULT` (rewritten with
-//! [`cmdline::rewrite`](super::cmdline::rewrite)), and
-//! `GRUB_DISABLE_OS_PROBER=true`.
+//! `/etc/default/grub` and its drop-ins `/etc/default/grub.d/*.cfg`
+//! (Ubuntu's cloud images ship some): the kernel command line of
+//! `GRUB_CMDLINE_LINUX` and `GRUB_CMDLINE_LINUX_DEFAULT` (rewritten with
+//! [`cmdline::rewrite`](super::cmdline::rewrite)), Ubuntu's
+//! `GRUB_FORCE_PARTUUID`, and `GRUB_DISABLE_OS_PROBER=true`.
+//!
+//! `grub-mkconfig` sources `/etc/default/grub` and then each drop-in in
+//! name order, so a later assignment wins: the command-line rules apply
+//! to every assignment in every file, and what is added (the NIC options,
+//! the os-prober setting) goes once to the assignment that takes effect
+//! (see [`rewrite_defaults`]).
+//!
+//! `GRUB_FORCE_PARTUUID=<partuuid>` makes Ubuntu's `10_linux` write
+//! `root=PARTUUID=<partuuid>` into the entries (booting without the
+//! initramfs first). It is kept where the identity map knows the target
+//! partition's PARTUUID (rewritten where that differs), and commented out
+//! where it does not — the partition table was re-created — so that
+//! `grub-mkconfig` names the root by `UUID=` (a
+//! `bootloader.force_partuuid_disabled` warning).
 //!
 //! The values are shell words: double-quoted, single-quoted or bare. The
 //! rewrite works on the text between the quotes and keeps the quote style
@@ -19,10 +34,14 @@
 use super::cmdline::{self, CmdlineOpts};
 
 pub const DEFAULT_GRUB: &str = "/etc/default/grub";
+/// The drop-ins `grub-mkconfig` sources after [`DEFAULT_GRUB`]
+/// (`*.cfg`, in name order).
+pub const DEFAULT_GRUB_D: &str = "/etc/default/grub.d";
 const LINUX: &str = "GRUB_CMDLINE_LINUX";
 const LINUX_DEFAULT: &str = "GRUB_CMDLINE_LINUX_DEFAULT";
 const OS_PROBER: &str = "GRUB_DISABLE_OS_PROBER";
 const BLSCFG: &str = "GRUB_ENABLE_BLSCFG";
+const FORCE_PARTUUID: &str = "GRUB_FORCE_PARTUUID";
 
 /// What [`rewrite_default_grub`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -113,85 +132,174 @@ fn has_option(cmdline: &str, key: &str) -> bool {
         .any(|t| t.split_once('=').map_or(t, |(k, _)| k) == key)
 }
 
-/// Rewrites `/etc/default/grub` (see the module documentation).
+/// Rewrites `/etc/default/grub` alone (see [`rewrite_defaults`]).
 pub fn rewrite_default_grub(text: &str, opts: &CmdlineOpts) -> DefaultGrub {
+    let mut r = rewrite_defaults(&[(DEFAULT_GRUB, text)], opts);
+    DefaultGrub {
+        text: r.texts.pop().unwrap_or_default(),
+        changes: r.changes,
+        blscfg: r.blscfg,
+    }
+}
+
+/// What [`rewrite_defaults`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrubDefaults {
+    /// The files' new texts, in the order given.
+    pub texts: Vec<String>,
+    pub changes: Vec<String>,
+    /// Messages for `bootloader.force_partuuid_disabled` warnings.
+    pub warnings: Vec<String>,
+    /// `GRUB_ENABLE_BLSCFG`, where set (the last setting).
+    pub blscfg: Option<bool>,
+}
+
+/// Whether a shell value refers to the variable `name` (`$NAME`,
+/// `${NAME}`): an assignment that extends the earlier value.
+fn refers_to(value: &str, name: &str) -> bool {
+    if value.contains(&format!("${{{name}}}")) {
+        return true;
+    }
+    let var = format!("${name}");
+    value.match_indices(&var).any(|(i, _)| {
+        !value[i + var.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// Rewrites GRUB's defaults as `grub-mkconfig` reads them: `files` are
+/// (path, text) in the order it sources them, `/etc/default/grub` first
+/// and then `/etc/default/grub.d/*.cfg` in name order; a later assignment
+/// wins (see the module documentation).
+///
+/// In every file: each `GRUB_CMDLINE_LINUX` / `GRUB_CMDLINE_LINUX_DEFAULT`
+/// value gets the command-line rewrite (identities, source-platform
+/// options, existing NIC options set to 0); a `GRUB_FORCE_PARTUUID` is kept
+/// where the target's PARTUUID is known (rewritten where it differs) and
+/// commented out otherwise. Once, in the place that takes effect: the
+/// missing `net.ifnames=0 biosdevname=0` are appended to the last
+/// `GRUB_CMDLINE_LINUX` assignment (a new line in `/etc/default/grub`
+/// where there is none), and `GRUB_DISABLE_OS_PROBER` is made `true` in its
+/// last assignment (added to `/etc/default/grub` where there is none).
+/// Every other byte stays.
+pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefaults {
     let replace_only = CmdlineOpts {
         add_nic_options: false,
         ..*opts
     };
-    let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_string).collect();
+    let mut lines: Vec<Vec<String>> = files
+        .iter()
+        .map(|(_, t)| t.split_inclusive('\n').map(str::to_string).collect())
+        .collect();
     let mut changes = Vec::new();
+    let mut warnings = Vec::new();
     let mut blscfg = None;
     let mut last_linux = None;
-    let mut prober_ok = false;
-    let mut prober_line = None;
-    let mut nic_present = [false, false];
-    for (n, line) in lines.iter_mut().enumerate() {
-        let Some(a) = parse_assignment(line) else {
-            continue;
-        };
-        if line.trim_start().starts_with('#') {
-            continue;
-        }
-        match a.name {
-            LINUX | LINUX_DEFAULT => {
-                let r = cmdline::rewrite_with_changes(a.inner, &replace_only);
-                for (i, k) in ["net.ifnames", "biosdevname"].iter().enumerate() {
-                    nic_present[i] |= has_option(&r.text, k);
-                }
-                if a.name == LINUX {
-                    last_linux = Some(n);
-                }
-                if !r.changes.is_empty() {
-                    let new = assemble(&a, &r.text);
-                    changes.extend(r.changes);
-                    *line = new;
-                }
+    // The last GRUB_DISABLE_OS_PROBER assignment, and whether it is `true`.
+    let mut prober: Option<(usize, usize, bool)> = None;
+    // Per variable (LINUX, LINUX_DEFAULT): whether its effective value has
+    // net.ifnames / biosdevname.
+    let mut nic_present = [[false; 2]; 2];
+    for (f, file) in lines.iter_mut().enumerate() {
+        for (n, line) in file.iter_mut().enumerate() {
+            let Some(a) = parse_assignment(line) else {
+                continue;
+            };
+            if line.trim_start().starts_with('#') {
+                continue;
             }
-            OS_PROBER => {
-                prober_ok = a.inner == "true";
-                prober_line = Some(n);
+            match a.name {
+                LINUX | LINUX_DEFAULT => {
+                    let r = cmdline::rewrite_with_changes(a.inner, &replace_only);
+                    let v = usize::from(a.name == LINUX_DEFAULT);
+                    let extends = refers_to(a.inner, a.name);
+                    for (i, k) in ["net.ifnames", "biosdevname"].iter().enumerate() {
+                        let own = has_option(&r.text, k);
+                        nic_present[v][i] = own || (extends && nic_present[v][i]);
+                    }
+                    if a.name == LINUX {
+                        last_linux = Some((f, n));
+                    }
+                    if !r.changes.is_empty() {
+                        let new = assemble(&a, &r.text);
+                        changes.extend(r.changes);
+                        *line = new;
+                    }
+                }
+                OS_PROBER => prober = Some((f, n, a.inner == "true")),
+                BLSCFG => blscfg = Some(a.inner == "true"),
+                FORCE_PARTUUID if !a.inner.trim().is_empty() => {
+                    let p = a.inner.trim();
+                    match opts.map.target_partuuid(p) {
+                        Some(t) if t.eq_ignore_ascii_case(p) => {}
+                        Some(t) => {
+                            let new = assemble(&a, t);
+                            changes.push(format!("{FORCE_PARTUUID} {p} -> {t}"));
+                            *line = new;
+                        }
+                        None => {
+                            changes.push(format!("{FORCE_PARTUUID}={p} commented out"));
+                            warnings.push(format!(
+                                "{}: {FORCE_PARTUUID}={p} names a partition whose PARTUUID on \
+                                 the target is not known (the partition table was re-created): \
+                                 commented out, so that grub-mkconfig names the root by UUID",
+                                files[f].0
+                            ));
+                            line.insert(0, '#');
+                        }
+                    }
+                }
+                _ => {}
             }
-            BLSCFG => blscfg = Some(a.inner == "true"),
-            _ => {}
         }
     }
+    // New lines go to /etc/default/grub (else the last file).
+    let home = files
+        .iter()
+        .position(|(p, _)| *p == DEFAULT_GRUB)
+        .unwrap_or(files.len().saturating_sub(1));
     let missing: Vec<&str> = ["net.ifnames=0", "biosdevname=0"]
         .into_iter()
         .enumerate()
-        .filter(|(i, _)| !nic_present[*i])
+        .filter(|(i, _)| !nic_present[0][*i] && !nic_present[1][*i])
         .map(|(_, o)| o)
         .collect();
-    if opts.rename_nics && !missing.is_empty() {
+    if opts.rename_nics && !missing.is_empty() && !lines.is_empty() {
         let added = missing.join(" ");
         match last_linux {
-            Some(n) => {
-                if let Some(a) = parse_assignment(&lines[n]) {
+            Some((f, n)) => {
+                if let Some(a) = parse_assignment(&lines[f][n]) {
                     let inner = if a.inner.trim().is_empty() {
                         added.clone()
                     } else {
                         format!("{} {added}", a.inner.trim_end())
                     };
                     let new = assemble(&a, &inner);
-                    lines[n] = new;
+                    lines[f][n] = new;
                 }
             }
-            None => push_line(&mut lines, &format!("{LINUX}=\"{added}\"")),
+            None => push_line(&mut lines[home], &format!("{LINUX}=\"{added}\"")),
         }
         changes.extend(missing.iter().map(|o| format!("{o} added")));
     }
-    if !prober_ok {
-        match prober_line.and_then(|n| {
-            parse_assignment(&lines[n]).map(|a| (n, a.tail.to_string(), a.head.to_string()))
-        }) {
-            Some((n, tail, head)) => lines[n] = format!("{head}true{tail}"),
-            None => push_line(&mut lines, &format!("{OS_PROBER}=true")),
+    match prober {
+        _ if lines.is_empty() => {}
+        Some((_, _, true)) => {}
+        Some((f, n, false)) => {
+            if let Some(a) = parse_assignment(&lines[f][n]) {
+                let new = format!("{}true{}", a.head, a.tail);
+                lines[f][n] = new;
+            }
+            changes.push("os-prober disabled".to_string());
         }
-        changes.push("os-prober disabled".to_string());
+        None => {
+            push_line(&mut lines[home], &format!("{OS_PROBER}=true"));
+            changes.push("os-prober disabled".to_string());
+        }
     }
-    DefaultGrub {
-        text: lines.concat(),
+    GrubDefaults {
+        texts: lines.into_iter().map(|l| l.concat()).collect(),
         changes,
+        warnings,
         blscfg,
     }
 }
@@ -420,6 +528,151 @@ GRUB_DISABLE_OS_PROBER=\"false\"
             r.text,
             "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\nGRUB_DISABLE_OS_PROBER=true\n"
         );
+    }
+
+    #[test]
+    fn drop_ins_in_the_order_grub_mkconfig_reads_them() {
+        const OLD: &str = "7d2c1b0a-9e8f-4d6c-b5a4-3f2e1d0c9b8a";
+        const SAME: &str = "0f6a1d2e-3b4c-4d5e-8f60-718293a4b5c6";
+        const MOVED: &str = "1a2b3c4d-01";
+        let mut map = IdentityMap::from_pairs(&[("/dev/sda1", "UUID=new-root")]);
+        map.insert_partuuid(SAME, SAME);
+        map.insert_partuuid(MOVED, "5e6f7a8b-01");
+        let main = "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"\"\n";
+        let cloudimg = "# Set the default commandline\n\
+            GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0 nvme_core.io_timeout=4294967295\"\n\n\
+            # Set the grub console type\nGRUB_TERMINAL=serial\n";
+        let force = |p: &str| {
+            format!("# Force the kernel to boot without an initramfs\nGRUB_FORCE_PARTUUID={p}\n")
+        };
+        let force_old = force(OLD);
+        let force_same = force(SAME);
+        let force_moved = force(MOVED);
+        // (files in order, rename NICs, the files after, warnings)
+        type Case<'a> = (Vec<(&'a str, &'a str)>, bool, Vec<&'a str>, usize);
+        let cases: Vec<Case> = vec![
+            // Ubuntu's cloud image: the PARTUUID is unknown on the target,
+            // the drop-in's command line loses the AWS timeout, the NIC
+            // options go to the GRUB_CMDLINE_LINUX that takes effect.
+            (
+                vec![
+                    (DEFAULT_GRUB, main),
+                    ("/etc/default/grub.d/40-force-partuuid.cfg", &force_old),
+                    ("/etc/default/grub.d/50-cloudimg-settings.cfg", cloudimg),
+                ],
+                true,
+                vec![
+                    "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\nGRUB_DISABLE_OS_PROBER=true\n",
+                    "# Force the kernel to boot without an initramfs\n#GRUB_FORCE_PARTUUID=7d2c1b0a-9e8f-4d6c-b5a4-3f2e1d0c9b8a\n",
+                    "# Set the default commandline\nGRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0\"\n\n# Set the grub console type\nGRUB_TERMINAL=serial\n",
+                ],
+                1,
+            ),
+            // A known PARTUUID is kept, or becomes the target's.
+            (
+                vec![
+                    (DEFAULT_GRUB, "GRUB_DISABLE_OS_PROBER=true\n"),
+                    ("/etc/default/grub.d/40-force-partuuid.cfg", &force_same),
+                ],
+                false,
+                vec!["GRUB_DISABLE_OS_PROBER=true\n", &force_same],
+                0,
+            ),
+            (
+                vec![
+                    (DEFAULT_GRUB, "GRUB_DISABLE_OS_PROBER=true\n"),
+                    ("/etc/default/grub.d/40-force-partuuid.cfg", &force_moved),
+                ],
+                false,
+                vec![
+                    "GRUB_DISABLE_OS_PROBER=true\n",
+                    "# Force the kernel to boot without an initramfs\nGRUB_FORCE_PARTUUID=5e6f7a8b-01\n",
+                ],
+                0,
+            ),
+            // A drop-in that replaces GRUB_CMDLINE_LINUX gets the NIC
+            // options (the main file's value no longer counts), and both
+            // get the identity rewrite.
+            (
+                vec![
+                    (
+                        DEFAULT_GRUB,
+                        "GRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0 console=hvc0\"\n",
+                    ),
+                    (
+                        "/etc/default/grub.d/60-root.cfg",
+                        "GRUB_CMDLINE_LINUX='root=/dev/sda1 ro'\n",
+                    ),
+                ],
+                true,
+                vec![
+                    "GRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\nGRUB_DISABLE_OS_PROBER=true\n",
+                    "GRUB_CMDLINE_LINUX='root=UUID=new-root ro net.ifnames=0 biosdevname=0'\n",
+                ],
+                0,
+            ),
+            // A drop-in that extends the value keeps what it had.
+            (
+                vec![
+                    (
+                        DEFAULT_GRUB,
+                        "GRUB_CMDLINE_LINUX=\"net.ifnames=1 biosdevname=0\"\n",
+                    ),
+                    (
+                        "/etc/default/grub.d/60-x.cfg",
+                        "GRUB_CMDLINE_LINUX=\"${GRUB_CMDLINE_LINUX} x\"\n",
+                    ),
+                ],
+                true,
+                vec![
+                    "GRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\nGRUB_DISABLE_OS_PROBER=true\n",
+                    "GRUB_CMDLINE_LINUX=\"${GRUB_CMDLINE_LINUX} x\"\n",
+                ],
+                0,
+            ),
+            // os-prober: the last setting is the one that counts.
+            (
+                vec![
+                    (DEFAULT_GRUB, "GRUB_DISABLE_OS_PROBER=true\n"),
+                    (
+                        "/etc/default/grub.d/30-os-prober.cfg",
+                        "GRUB_DISABLE_OS_PROBER=false # dual boot\n",
+                    ),
+                ],
+                false,
+                vec![
+                    "GRUB_DISABLE_OS_PROBER=true\n",
+                    "GRUB_DISABLE_OS_PROBER=true # dual boot\n",
+                ],
+                0,
+            ),
+            // Without /etc/default/grub, new lines go to the last drop-in.
+            (
+                vec![("/etc/default/grub.d/50-a.cfg", "GRUB_TIMEOUT=1\n")],
+                true,
+                vec![
+                    "GRUB_TIMEOUT=1\nGRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\nGRUB_DISABLE_OS_PROBER=true\n",
+                ],
+                0,
+            ),
+        ];
+        for (i, (files, rename, want, warnings)) in cases.into_iter().enumerate() {
+            let o = opts(&map, rename);
+            let r = rewrite_defaults(&files, &o);
+            assert_eq!(r.texts, want, "case {i}");
+            assert_eq!(r.warnings.len(), warnings, "case {i}: {:?}", r.warnings);
+            let again: Vec<(&str, &str)> = files
+                .iter()
+                .zip(&r.texts)
+                .map(|((p, _), t)| (*p, t.as_str()))
+                .collect();
+            let again = rewrite_defaults(&again, &o);
+            assert_eq!(again.texts, r.texts, "case {i}: idempotent");
+            assert!(again.changes.is_empty(), "case {i}: {:?}", again.changes);
+        }
+        assert!(refers_to("$GRUB_CMDLINE_LINUX x", LINUX));
+        assert!(!refers_to("$GRUB_CMDLINE_LINUX_DEFAULT x", LINUX));
+        assert!(refers_to("a ${GRUB_CMDLINE_LINUX_DEFAULT}", LINUX_DEFAULT));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! | guest | edits | commands |
 //! |---|---|---|
-//! | GRUB 2 (Debian, Ubuntu) | `/etc/default/grub` | BIOS: `grub-install --target=i386-pc <disk>`; `grub-mkconfig -o /boot/grub/grub.cfg` |
+//! | GRUB 2 (Debian, Ubuntu) | `/etc/default/grub`, `/etc/default/grub.d/*.cfg` | BIOS: `grub-install --target=i386-pc <disk>`; `grub-mkconfig -o /boot/grub/grub.cfg` |
 //! | GRUB 2 (RHEL 7, SUSE, …) | `/etc/default/grub` | BIOS: `grub2-install --target=i386-pc <disk>`; `grub2-mkconfig -o <cfg>` |
 //! | GRUB 2 + BLS (RHEL 8+) | the above, `/boot/loader/entries/*.conf`, grubenv `kernelopts`, `/etc/kernel/cmdline` | as above |
 //! | GRUB legacy (RHEL 5/6, SLES 11) | `grub.conf`/`menu.lst` `kernel` lines, `device.map` | BIOS: `grub --batch` setup |
@@ -291,13 +291,9 @@ fn plan_grub2(ctx: &PlanCtx, opts: &CmdlineOpts) -> Result<Plan, FixupError> {
         ));
     }
 
-    // /etc/default/grub (grub-mkconfig's input).
-    if let Some(text) = read(files, grub2::DEFAULT_GRUB)?.filter(|_| photon_cfg.is_none()) {
-        let r = grub2::rewrite_default_grub(&text, opts);
-        if r.text != text {
-            plan.edits.push(Edit::write(grub2::DEFAULT_GRUB, r.text));
-        }
-        changes.extend(r.changes);
+    // /etc/default/grub and its grub.d drop-ins (grub-mkconfig's input).
+    if photon_cfg.is_none() {
+        plan_defaults(ctx, opts, &mut plan, &mut changes, &mut done)?;
     }
 
     // BLS entries, grubenv, /etc/kernel/cmdline.
@@ -454,6 +450,66 @@ fn plan_grub2(ctx: &PlanCtx, opts: &CmdlineOpts) -> Result<Plan, FixupError> {
 
     plan.summary = summary("grub2", &changes, &done);
     Ok(plan)
+}
+
+/// `/etc/default/grub` and `/etc/default/grub.d/*.cfg`, read in the order
+/// `grub-mkconfig` sources them (see [`grub2::rewrite_defaults`]). A
+/// drop-in that is a symlink is left alone.
+fn plan_defaults(
+    ctx: &PlanCtx,
+    opts: &CmdlineOpts,
+    plan: &mut Plan,
+    changes: &mut Changes,
+    done: &mut Vec<String>,
+) -> Result<(), FixupError> {
+    let files = ctx.files;
+    let mut inputs: Vec<(String, String)> = Vec::new();
+    if let Some(text) = read(files, grub2::DEFAULT_GRUB)? {
+        inputs.push((grub2::DEFAULT_GRUB.to_string(), text));
+    }
+    let mut names = files
+        .list(grub2::DEFAULT_GRUB_D)
+        .map_err(|e| io_err(grub2::DEFAULT_GRUB_D, e))?;
+    names.sort();
+    for name in names {
+        if !name.ends_with(".cfg") || name.starts_with('.') {
+            continue;
+        }
+        let path = format!("{}/{name}", grub2::DEFAULT_GRUB_D);
+        if files.read_link(&path).is_some() {
+            continue;
+        }
+        if let Some(text) = read(files, &path)? {
+            inputs.push((path, text));
+        }
+    }
+    if inputs.is_empty() {
+        return Ok(());
+    }
+    let given: Vec<(&str, &str)> = inputs
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let r = grub2::rewrite_defaults(&given, opts);
+    let mut drop_ins = 0usize;
+    for ((path, old), new) in inputs.iter().zip(r.texts) {
+        if &new != old {
+            if path != grub2::DEFAULT_GRUB {
+                drop_ins += 1;
+            }
+            plan.edits.push(Edit::write(path, new));
+        }
+    }
+    if drop_ins > 0 {
+        done.push(format!("grub.d drop-ins: {drop_ins}"));
+    }
+    changes.extend(r.changes);
+    plan.warnings.extend(
+        r.warnings
+            .into_iter()
+            .map(|m| Warning::new(codes::BOOTLOADER_FORCE_PARTUUID_DISABLED, m)),
+    );
+    Ok(())
 }
 
 /// Photon's grub.cfg inputs: its `rootpartition`, the kernels'
@@ -748,6 +804,11 @@ fn plan_legacy(ctx: &PlanCtx, opts: &CmdlineOpts) -> Result<Plan, FixupError> {
     Ok(plan)
 }
 
+/// A change that is not the command line's (listed on its own).
+fn is_setting_change(c: &str) -> bool {
+    c.starts_with("os-prober") || c.starts_with("ESP ") || c.starts_with("GRUB_FORCE_PARTUUID")
+}
+
 /// "grub2: cmdline root=/dev/sda1 -> root=UUID=…, net.ifnames=0 added;
 /// grub2-install i386-pc /dev/sda; grub2-mkconfig -o …".
 fn summary(what: &str, changes: &Changes, done: &[String]) -> String {
@@ -756,7 +817,7 @@ fn summary(what: &str, changes: &Changes, done: &[String]) -> String {
         .list
         .iter()
         .map(String::as_str)
-        .filter(|c| !c.starts_with('/') && !c.starts_with("ESP ") && !c.starts_with("os-prober"))
+        .filter(|c| !c.starts_with('/') && !is_setting_change(c))
         .collect();
     if !cmdline.is_empty() {
         parts.push(format!("cmdline {}", cmdline.join(", ")));
@@ -765,7 +826,7 @@ fn summary(what: &str, changes: &Changes, done: &[String]) -> String {
         changes
             .list
             .iter()
-            .filter(|c| c.starts_with("os-prober") || c.starts_with("ESP "))
+            .filter(|c| is_setting_change(c))
             .cloned(),
     );
     parts.extend(done.iter().cloned());

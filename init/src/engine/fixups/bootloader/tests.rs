@@ -217,6 +217,36 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0 nvme_core.io_timeout=429
 GRUB_CMDLINE_LINUX=\"\"
 ";
 
+const UBUNTU2004_PARTUUID: &str = "7d2c1b0a-9e8f-4d6c-b5a4-3f2e1d0c9b8a";
+
+/// Ubuntu 20.04's Azure cloud image: `/etc/default/grub` and the image's
+/// drop-ins.
+fn ubuntu2004_cloud() -> MemFiles {
+    MemFiles::new()
+        .with(
+            "/etc/default/grub",
+            "GRUB_DEFAULT=0\nGRUB_TIMEOUT_STYLE=hidden\nGRUB_TIMEOUT=0\n\
+             GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`\n\
+             GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"\"\n",
+        )
+        .with(
+            "/etc/default/grub.d/40-force-partuuid.cfg",
+            &format!(
+                "# Force the kernel to boot without an initramfs on the first attempt\n\
+                 GRUB_FORCE_PARTUUID={UBUNTU2004_PARTUUID}\n"
+            ),
+        )
+        .with(
+            "/etc/default/grub.d/50-cloudimg-settings.cfg",
+            "# Set the default commandline\n\
+             GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0 earlyprintk=ttyS0 resume=/dev/xvda2 nvme_core.io_timeout=4294967295\"\n\n\
+             # Set the grub console type\nGRUB_TERMINAL=serial\n",
+        )
+        .with("/etc/default/grub.d/init-select.cfg.dpkg-old", "GRUB_CMDLINE_LINUX=\"x\"\n")
+        .with("/usr/sbin/grub-mkconfig", "")
+        .with("/usr/lib/grub/i386-pc/boot.img", "")
+}
+
 const UBUNTU_STUB: &str = "\
 search.fs_uuid 0b6c3f2e-5d1a-4c8e-9f27-3a1b2c4d5e6f root hd0,gpt2
 set prefix=($root)'/boot/grub'
@@ -466,6 +496,27 @@ fn cases() -> Vec<Case> {
             summary_has: &["nvme_core.io_timeout=4294967295 removed"],
         },
         Case {
+            name: "Ubuntu 20.04 cloud image, grub.d drop-ins",
+            files: ubuntu2004_cloud(),
+            info: info("ubuntu", "20.04", OsFamily::Debian, Bootloader::Grub2),
+            inputs: inputs("bios", "bios", true, false),
+            writes: &[
+                ("/etc/default/grub", "GRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\nGRUB_DISABLE_OS_PROBER=true\n"),
+                ("/etc/default/grub.d/40-force-partuuid.cfg", "first attempt\n#GRUB_FORCE_PARTUUID=7d2c1b0a-9e8f-4d6c-b5a4-3f2e1d0c9b8a\n"),
+                ("/etc/default/grub.d/50-cloudimg-settings.cfg", "\nGRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0 earlyprintk=ttyS0 resume=UUID=6a6e0e52-1f4b-4a67-b7a9-2c9b0c1d2e3f\"\n\n# Set the grub console type\nGRUB_TERMINAL=serial\n"),
+            ],
+            commands: &[
+                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin bs=1M count=1 conv=fsync",
+                "grub-install --target=i386-pc /dev/sda",
+                "grub-mkconfig -o /boot/grub/grub.cfg",
+            ],
+            summary_has: &[
+                "nvme_core.io_timeout=4294967295 removed",
+                "GRUB_FORCE_PARTUUID=7d2c1b0a-9e8f-4d6c-b5a4-3f2e1d0c9b8a commented out",
+                "grub.d drop-ins: 2",
+            ],
+        },
+        Case {
             name: "RHEL 6 Xen guest, GRUB legacy",
             files: MemFiles::new()
                 .with("/boot/grub/grub.conf", RHEL6)
@@ -656,6 +707,59 @@ fn errors_and_warnings() {
     let files = MemFiles::new().with("/boot/grub2/grubenv", "kernelopts=root=/dev/sda1\n");
     let e = run(&files, &info8, &inputs("bios", "bios", true, false)).unwrap_err();
     assert_eq!(e.code, codes::BOOTLOADER_GRUBENV);
+}
+
+#[test]
+fn grub_d_force_partuuid() {
+    let files = ubuntu2004_cloud();
+    let info = info("ubuntu", "20.04", OsFamily::Debian, Bootloader::Grub2);
+    let inputs = inputs("bios", "bios", true, false);
+    let force = "/etc/default/grub.d/40-force-partuuid.cfg";
+    // (the identity map's PARTUUIDs, what the drop-in becomes, warnings)
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, usize);
+    let cases: &[Case] = &[
+        // Unknown on the target (re-created partition table).
+        (&[], Some("\n#GRUB_FORCE_PARTUUID=7d2c1b0a-"), 1),
+        // Copied with the partition table: kept.
+        (&[(UBUNTU2004_PARTUUID, UBUNTU2004_PARTUUID)], None, 0),
+        // The probe found another PARTUUID for it.
+        (
+            &[(UBUNTU2004_PARTUUID, "4b3a2918-02")],
+            Some("\nGRUB_FORCE_PARTUUID=4b3a2918-02\n"),
+            0,
+        ),
+    ];
+    for (partuuids, drop_in, warnings) in cases {
+        let mut identity = identity();
+        for (s, t) in *partuuids {
+            identity.insert_partuuid(s, t);
+        }
+        let ctx = PlanCtx {
+            files: &files,
+            info: &info,
+            inputs: &inputs,
+            identity: &identity,
+            stack_arch: "x86_64",
+            boot_device: None,
+        };
+        let plan = plan(&ctx).unwrap();
+        let got = written(&plan, force).map(|w| String::from_utf8_lossy(w).into_owned());
+        match drop_in {
+            Some(has) => assert!(
+                got.as_deref().is_some_and(|t| t.contains(has)),
+                "{partuuids:?}: {got:?}"
+            ),
+            None => assert_eq!(got, None, "{partuuids:?}"),
+        }
+        let codes: Vec<&str> = plan.warnings.iter().map(|w| w.code.as_str()).collect();
+        let n = codes
+            .iter()
+            .filter(|c| **c == codes::BOOTLOADER_FORCE_PARTUUID_DISABLED)
+            .count();
+        assert_eq!(n, *warnings, "{partuuids:?}: {codes:?}");
+        // What grub-mkconfig does not read is left alone.
+        assert!(written(&plan, "/etc/default/grub.d/init-select.cfg.dpkg-old").is_none());
+    }
 }
 
 #[test]
