@@ -121,7 +121,10 @@ impl StepCtx<'_> {
         } else {
             rec.describe_failure()
         };
-        crate::ui::command_finished(rec.succeeded() || !rec.ran && rec.error.is_none(), &outcome);
+        crate::ui::command_finished(
+            rec.succeeded() || (!rec.ran && rec.error.is_none()),
+            &outcome,
+        );
         self.reporter
             .log(&format!("$ {} -> {outcome}", cmd.display()));
         self.record.commands.push(rec.clone());
