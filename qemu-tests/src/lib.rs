@@ -9,10 +9,12 @@
 pub mod arch;
 pub mod emulator;
 pub mod error;
+pub mod esp;
 pub mod guests;
 pub mod image;
 pub mod manager;
 pub mod paths;
+pub mod rawdisk;
 pub mod serial;
 pub mod smoke;
 pub mod storage_guests;

@@ -831,6 +831,44 @@ impl Vm {
         )
     }
 
+    /// Types `command` into the shell on `console` and waits up to
+    /// `timeout` for `marker` (a string the command prints but whose typed
+    /// form differs, e.g. `$((40+2))` for `42`); returns what the console
+    /// showed from the typing up to and including the marker.
+    ///
+    /// Both copies of the console are searched, the log file and the
+    /// socket's transcript: now and then a byte shows up twice in one of
+    /// them (seen in the log with QEMU 7.2's socket chardev), which must
+    /// not turn a marker into a timeout.
+    pub fn shell(
+        &mut self,
+        console: &mut SerialConsole,
+        command: &str,
+        marker: &str,
+        timeout: Duration,
+    ) -> Result<String> {
+        let log_mark = self.serial_log_len();
+        let transcript_mark = console.transcript().len();
+        console.send_line(command)?;
+        let log = self.serial_log.clone();
+        let found = |text: &str| {
+            text.find(marker)
+                .map(|at| text[..at + marker.len()].to_owned())
+        };
+        self.wait_for(
+            || {
+                let transcript = console.transcript();
+                if let Some(out) = transcript.get(transcript_mark..).and_then(found) {
+                    return Some(out);
+                }
+                let bytes = fs::read(&log).ok()?;
+                found(&String::from_utf8_lossy(bytes.get(log_mark..)?).replace('\r', ""))
+            },
+            timeout,
+            &format!("{marker:?} after `{command}`"),
+        )
+    }
+
     /// Sends one QMP command (with `arguments` where not `Null`) and returns
     /// its `return` value.
     pub fn qmp(&self, command: &str, arguments: Value) -> Result<Value> {

@@ -1068,6 +1068,51 @@ impl Builder {
         }
     }
 
+    /// Maps the source PARTUUID `p`, tied to a replica partition by what it
+    /// mounts, to the partition's target. The probe's PARTUUID is the
+    /// target's. Offline, a file system whose target UUID is its source UUID
+    /// was copied at block level with its partition table: the PARTUUID
+    /// still names it and stays as it is. Otherwise the partition table was
+    /// re-created: the PARTUUID becomes the file system's `UUID=`.
+    fn add_partuuid(&mut self, p: &str, info: Option<&PartitionInfo>, target: &TargetId) {
+        if target
+            .partuuid
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(p))
+        {
+            return;
+        }
+        let source_uuid = info.and_then(|i| i.source_uuid.as_deref());
+        let block_copy = target.partuuid.is_none()
+            && match (target.uuid.as_deref(), source_uuid) {
+                (Some(t), Some(s)) => t.eq_ignore_ascii_case(s),
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+        let keys = [
+            format!("PARTUUID={p}"),
+            format!("/dev/disk/by-partuuid/{p}"),
+        ];
+        if block_copy {
+            self.map.insert_partuuid(p, p);
+            for k in keys {
+                self.map.insert(&k, &k);
+                self.map.insert_device_name(&k, &k);
+            }
+            return;
+        }
+        if let Some(t) = &target.partuuid {
+            self.map.insert_partuuid(p, t);
+        }
+        let Some(uuid_form) = target.uuid_form() else {
+            return;
+        };
+        for k in keys {
+            self.map.insert(&k, &uuid_form);
+            self.map.insert_device_name(&k, &uuid_form);
+        }
+    }
+
     /// Maps every source name of one block device (and its source tags) to
     /// `target`.
     fn add(&mut self, names: &[String], info: Option<&PartitionInfo>, target: &TargetId) {
@@ -1137,53 +1182,6 @@ impl Builder {
         {
             self.target_keys
                 .push((format!("LABEL={l}"), uuid_form.clone()));
-        }
-    }
-}
-
-impl Builder {
-    /// Maps the source PARTUUID `p`, tied to a replica partition by what it
-    /// mounts, to the partition's target. The probe's PARTUUID is the
-    /// target's. Offline, a file system whose target UUID is its source UUID
-    /// was copied at block level with its partition table: the PARTUUID
-    /// still names it and stays as it is. Otherwise the partition table was
-    /// re-created: the PARTUUID becomes the file system's `UUID=`.
-    fn add_partuuid(&mut self, p: &str, info: Option<&PartitionInfo>, target: &TargetId) {
-        if target
-            .partuuid
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case(p))
-        {
-            return;
-        }
-        let source_uuid = info.and_then(|i| i.source_uuid.as_deref());
-        let block_copy = target.partuuid.is_none()
-            && match (target.uuid.as_deref(), source_uuid) {
-                (Some(t), Some(s)) => t.eq_ignore_ascii_case(s),
-                (Some(_), None) => false,
-                (None, _) => true,
-            };
-        let keys = [
-            format!("PARTUUID={p}"),
-            format!("/dev/disk/by-partuuid/{p}"),
-        ];
-        if block_copy {
-            self.map.insert_partuuid(p, p);
-            for k in keys {
-                self.map.insert(&k, &k);
-                self.map.insert_device_name(&k, &k);
-            }
-            return;
-        }
-        if let Some(t) = &target.partuuid {
-            self.map.insert_partuuid(p, t);
-        }
-        let Some(uuid_form) = target.uuid_form() else {
-            return;
-        };
-        for k in keys {
-            self.map.insert(&k, &uuid_form);
-            self.map.insert_device_name(&k, &uuid_form);
         }
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use super::cmd::{BuildLog, have_program};
+use super::cmd::{BuildLog, have_program, quiet};
 use super::manifest::{BuildTimings, BuiltPartition, GuestManifest, InstalledPackage};
 use super::recipe::{
     BUILDER_VERSION, DeviceRef, DiskSpec, FileContent, FsKind, FsSpec, MountSpec, NicAddress,
@@ -37,6 +37,10 @@ const MMDEBSTRAP_TIMEOUT: Duration = Duration::from_secs(1800);
 const QUICK_TIMEOUT: Duration = Duration::from_secs(120);
 const CHROOT_TIMEOUT: Duration = Duration::from_secs(600);
 const CONVERT_TIMEOUT: Duration = Duration::from_secs(1200);
+/// How long an umount or a loop detach may take.
+const UMOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for another build of the same recipe.
+pub(crate) const LOCK_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
 /// How long a partition's device node may take to appear.
 const NODE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -94,19 +98,17 @@ impl Cleanup {
         for mountpoint in mounts_under(&self.dir) {
             let mut done = false;
             for attempt in 0..5 {
-                let ok = Command::new("umount")
-                    .arg(&mountpoint)
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if ok {
+                if quiet(Command::new("umount").arg(&mountpoint), UMOUNT_TIMEOUT) {
                     done = true;
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(200 * (attempt + 1)));
             }
             if !done {
-                let _ = Command::new("umount").arg("-l").arg(&mountpoint).status();
+                quiet(
+                    Command::new("umount").arg("-l").arg(&mountpoint),
+                    UMOUNT_TIMEOUT,
+                );
                 left.push(mountpoint);
             }
         }
@@ -123,7 +125,7 @@ impl Cleanup {
         images.dedup();
         for image in &images {
             for dev in loops_of(image) {
-                let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+                quiet(Command::new("losetup").arg("-d").arg(&dev), UMOUNT_TIMEOUT);
             }
         }
         for node in self.nodes.drain(..) {
@@ -184,17 +186,28 @@ fn unescape_mount(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The loop devices backed by `image`.
+/// The loop devices backed by `image` (from sysfs).
 fn loops_of(image: &Path) -> Vec<String> {
-    let Ok(out) = Command::new("losetup").arg("-j").arg(image).output() else {
+    let Ok(entries) = fs::read_dir("/sys/block") else {
         return Vec::new();
     };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(':').next())
-        .filter(|d| d.starts_with("/dev/loop"))
-        .map(str::to_owned)
-        .collect()
+    let image = fs::canonicalize(image).unwrap_or_else(|_| image.to_path_buf());
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let backing = backing.trim_end_matches('\n');
+        let backing = backing.strip_suffix(" (deleted)").unwrap_or(backing);
+        if Path::new(backing) == image {
+            found.push(format!("/dev/{name}"));
+        }
+    }
+    found
 }
 
 /// Identities the builder gives a partition and its file system, derived

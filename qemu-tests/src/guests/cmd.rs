@@ -171,23 +171,65 @@ impl BuildLog {
 pub struct FileLock(File);
 
 impl FileLock {
-    /// Waits for the lock on `path` (created if missing).
-    pub fn acquire(path: &Path) -> Result<FileLock> {
+    /// Waits up to `timeout` for the lock on `path` (created if missing).
+    pub fn acquire(path: &Path, timeout: Duration) -> Result<FileLock> {
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
+        let start = Instant::now();
         loop {
             // SAFETY: flock(2) on a descriptor this function owns.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if rc == 0 {
                 return Ok(FileLock(file));
             }
             let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err).with_context(|| format!("locking {}", path.display()));
+            match err.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock if start.elapsed() < timeout => {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                std::io::ErrorKind::WouldBlock => {
+                    return Err(anyhow!(
+                        "another build held {} for more than {timeout:?}",
+                        path.display()
+                    ));
+                }
+                _ => return Err(err).with_context(|| format!("locking {}", path.display())),
+            }
+        }
+    }
+}
+
+/// Runs a command quietly with a timeout (its process group killed when
+/// it passes); whether it succeeded.
+pub fn quiet(command: &mut Command, timeout: Duration) -> bool {
+    let Ok(mut child) = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+    else {
+        return false;
+    };
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if start.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                // SAFETY: kill(2) on the process group created above.
+                unsafe {
+                    libc::kill(-(child.id() as i32), libc::SIGKILL);
+                }
+                let _ = child.wait();
+                return false;
             }
         }
     }
@@ -264,6 +306,20 @@ mod tests {
         assert!(e.contains("timed out"), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(10));
         assert!(have_program("sh"));
+        assert!(quiet(&mut Command::new("true"), Duration::from_secs(10)));
+        assert!(!quiet(&mut Command::new("false"), Duration::from_secs(10)));
+        let t0 = Instant::now();
+        assert!(!quiet(
+            Command::new("sleep").arg("30"),
+            Duration::from_millis(200)
+        ));
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        let lock_path = dir.path().join("x.lock");
+        let held = FileLock::acquire(&lock_path, Duration::from_secs(1)).unwrap();
+        let e = FileLock::acquire(&lock_path, Duration::from_millis(300)).unwrap_err();
+        assert!(e.to_string().contains("another build"), "{e}");
+        drop(held);
+        FileLock::acquire(&lock_path, Duration::from_secs(1)).unwrap();
         assert!(!have_program("no-such-program-osam"));
     }
 }

@@ -189,7 +189,10 @@ pub fn guest_image(recipe: &Recipe) -> Result<GuestImage> {
     if let Some(image) = entry.load()? {
         return Ok(image);
     }
-    let _lock = FileLock::acquire(&dir.join(format!("{}.lock", recipe.name)))?;
+    let _lock = FileLock::acquire(
+        &dir.join(format!("{}.lock", recipe.name)),
+        build::LOCK_TIMEOUT,
+    )?;
     if let Some(image) = entry.load()? {
         return Ok(image);
     }

@@ -38,6 +38,8 @@ pub const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg
 
 const APT_TIMEOUT: Duration = Duration::from_secs(900);
 const ISO_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long to wait for another process making a Tools ISO.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A Tools ISO.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,7 +206,7 @@ pub fn tools_iso(image: &GuestImage) -> Result<ToolsIso> {
     if let Some(t) = load() {
         return Ok(t);
     }
-    let _lock = FileLock::acquire(&dir.join("tools-iso.lock"))?;
+    let _lock = FileLock::acquire(&dir.join("tools-iso.lock"), LOCK_TIMEOUT)?;
     if let Some(t) = load() {
         return Ok(t);
     }
