@@ -510,11 +510,26 @@ fn in_the_shell(vm: &mut Vm) -> Result<()> {
         "GRUB menu at {menu_at:.1?}, `osam# ` at {:.1?}",
         vm.elapsed()
     );
+    // The kernel names the disks in the order it finds them (the stack's
+    // may come first): the banner says which is which.
+    let disks = boot
+        .lines()
+        .find_map(|l| l.split("guest disks: ").nth(1))
+        .with_context(|| format!("the banner names no guest disks:\n{boot}"))?;
+    let (guest, stack) = disks
+        .trim()
+        .strip_suffix(')')
+        .and_then(|d| d.split_once(" (the stack's own: "))
+        .with_context(|| format!("the banner's disks: {disks:?}"))?;
+    ensure!(
+        !guest.contains(' ') && !stack.contains(' '),
+        "expected one guest disk and one stack disk: {disks:?}"
+    );
+    let root = format!("/dev/{guest}1");
     for want in [
         "OSAM rescue mode",
-        "guest disks: sda (the stack's own: sdb)",
         "the guest is mounted READ-ONLY at /sysroot",
-        "/dev/sda1 on /sysroot (ext4, noload), read-only",
+        &format!("{root} on /sysroot (ext4, noload), read-only"),
         "copied to /tmp/fixup: network-interface-map.json replica-disk-map.json \
          system-configuration.json",
     ] {
@@ -562,9 +577,9 @@ fn in_the_shell(vm: &mut Vm) -> Result<()> {
         "fixupctl mount --rw",
         0,
         &[
-            "unmounted /dev/sda1 on /sysroot (ext4, noload), read-only",
+            &format!("unmounted {root} on /sysroot (ext4, noload), read-only"),
             "mounted READ-WRITE at /sysroot",
-            "  /dev/sda1 on /sysroot (ext4)\n",
+            &format!("  {root} on /sysroot (ext4)\n"),
             "the stack's /dev /proc /sys /run bound in",
         ],
     )?;
@@ -614,7 +629,10 @@ fn in_the_shell(vm: &mut Vm) -> Result<()> {
     sh.expect(
         "fixupctl umount",
         0,
-        &["unmounted /dev/sda1 on /sysroot (ext4)", "released: "],
+        &[
+            &format!("unmounted {root} on /sysroot (ext4)"),
+            "released: ",
+        ],
     )?;
     sh.expect(
         "fixupctl status",

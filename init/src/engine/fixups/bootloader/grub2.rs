@@ -12,11 +12,12 @@
 //!
 //! `GRUB_FORCE_PARTUUID=<partuuid>` makes Ubuntu's `10_linux` write
 //! `root=PARTUUID=<partuuid>` into the entries (booting without the
-//! initramfs first). It is kept where the identity map knows the target
-//! partition's PARTUUID (rewritten where that differs), and commented out
-//! where it does not — the partition table was re-created — so that
-//! `grub-mkconfig` names the root by `UUID=` (a
-//! `bootloader.force_partuuid_disabled` warning).
+//! initramfs first, falling back to it only after a failed boot). On the
+//! target that first boot cannot work where the storage driver is a module
+//! (it is in the initramfs stage 1 just made), and the PARTUUID may be
+//! gone with a re-created partition table: the line is commented out, so
+//! that `grub-mkconfig` names the root by `UUID=` and boots with the
+//! initramfs (a `bootloader.force_partuuid_disabled` warning).
 //!
 //! The values are shell words: double-quoted, single-quoted or bare. The
 //! rewrite works on the text between the quotes and keeps the quote style
@@ -229,24 +230,19 @@ pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefau
                 BLSCFG => blscfg = Some(a.inner == "true"),
                 FORCE_PARTUUID if !a.inner.trim().is_empty() => {
                     let p = a.inner.trim();
-                    match opts.map.target_partuuid(p) {
-                        Some(t) if t.eq_ignore_ascii_case(p) => {}
-                        Some(t) => {
-                            let new = assemble(&a, t);
-                            changes.push(format!("{FORCE_PARTUUID} {p} -> {t}"));
-                            *line = new;
-                        }
-                        None => {
-                            changes.push(format!("{FORCE_PARTUUID}={p} commented out"));
-                            warnings.push(format!(
-                                "{}: {FORCE_PARTUUID}={p} names a partition whose PARTUUID on \
-                                 the target is not known (the partition table was re-created): \
-                                 commented out, so that grub-mkconfig names the root by UUID",
-                                files[f].0
-                            ));
-                            line.insert(0, '#');
-                        }
-                    }
+                    let why = match opts.map.target_partuuid(p) {
+                        Some(_) => "it makes the first boot try without the initramfs, which \
+                                    is what carries the target's storage driver",
+                        None => "it names a partition whose PARTUUID on the target is not \
+                                 known (the partition table was re-created)",
+                    };
+                    changes.push(format!("{FORCE_PARTUUID}={p} commented out"));
+                    warnings.push(format!(
+                        "{}: {FORCE_PARTUUID}={p} commented out: {why}; grub-mkconfig now \
+                         names the root by UUID and boots with the initramfs",
+                        files[f].0
+                    ));
+                    line.insert(0, '#');
                 }
                 _ => {}
             }
@@ -548,6 +544,8 @@ GRUB_DISABLE_OS_PROBER=\"false\"
         let force_old = force(OLD);
         let force_same = force(SAME);
         let force_moved = force(MOVED);
+        let same_off = force_same.replace("\nGRUB_FORCE", "\n#GRUB_FORCE");
+        let moved_off = force_moved.replace("\nGRUB_FORCE", "\n#GRUB_FORCE");
         // (files in order, rename NICs, the files after, warnings)
         type Case<'a> = (Vec<(&'a str, &'a str)>, bool, Vec<&'a str>, usize);
         let cases: Vec<Case> = vec![
@@ -568,15 +566,16 @@ GRUB_DISABLE_OS_PROBER=\"false\"
                 ],
                 1,
             ),
-            // A known PARTUUID is kept, or becomes the target's.
+            // A PARTUUID the target keeps, or one it has under another
+            // value: commented out all the same (no initramfs-less boot).
             (
                 vec![
                     (DEFAULT_GRUB, "GRUB_DISABLE_OS_PROBER=true\n"),
                     ("/etc/default/grub.d/40-force-partuuid.cfg", &force_same),
                 ],
                 false,
-                vec!["GRUB_DISABLE_OS_PROBER=true\n", &force_same],
-                0,
+                vec!["GRUB_DISABLE_OS_PROBER=true\n", &same_off],
+                1,
             ),
             (
                 vec![
@@ -584,11 +583,8 @@ GRUB_DISABLE_OS_PROBER=\"false\"
                     ("/etc/default/grub.d/40-force-partuuid.cfg", &force_moved),
                 ],
                 false,
-                vec![
-                    "GRUB_DISABLE_OS_PROBER=true\n",
-                    "# Force the kernel to boot without an initramfs\nGRUB_FORCE_PARTUUID=5e6f7a8b-01\n",
-                ],
-                0,
+                vec!["GRUB_DISABLE_OS_PROBER=true\n", &moved_off],
+                1,
             ),
             // A drop-in that replaces GRUB_CMDLINE_LINUX gets the NIC
             // options (the main file's value no longer counts), and both

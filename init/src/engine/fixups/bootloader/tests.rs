@@ -720,13 +720,17 @@ fn grub_d_force_partuuid() {
     let cases: &[Case] = &[
         // Unknown on the target (re-created partition table).
         (&[], Some("\n#GRUB_FORCE_PARTUUID=7d2c1b0a-"), 1),
-        // Copied with the partition table: kept.
-        (&[(UBUNTU2004_PARTUUID, UBUNTU2004_PARTUUID)], None, 0),
+        // Copied with the partition table: still no initramfs-less boot.
+        (
+            &[(UBUNTU2004_PARTUUID, UBUNTU2004_PARTUUID)],
+            Some("\n#GRUB_FORCE_PARTUUID=7d2c1b0a-"),
+            1,
+        ),
         // The probe found another PARTUUID for it.
         (
             &[(UBUNTU2004_PARTUUID, "4b3a2918-02")],
-            Some("\nGRUB_FORCE_PARTUUID=4b3a2918-02\n"),
-            0,
+            Some("\n#GRUB_FORCE_PARTUUID=7d2c1b0a-"),
+            1,
         ),
     ];
     for (partuuids, drop_in, warnings) in cases {
