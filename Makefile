@@ -7,7 +7,7 @@ ARCHES := x86_64 i686
 OUT ?= out
 STACK_TARGET_DIR := target/stack
 
-.PHONY: all deps inputs build stack image test unit lint fmt qemu-test bench update-pins clean
+.PHONY: all deps deps-peer inputs build stack image test unit lint fmt qemu-test bench bench-peer bench-all update-pins clean
 
 all: image
 
@@ -58,9 +58,27 @@ qemu-test: deps inputs
 	OSAM_QEMU_FULL=1 $(CARGO) test -p osam-qemu-tests --no-fail-fast -- --test-threads=2
 
 ## bench: build time, image sizes, boot to /tmp/fixup (BIOS, UEFI),
-## smallest VM memory; prints a table (docs/benchmarks.md keeps one).
+## smallest VM memory, stage-1 time on reference guest (a) with and
+## without an initramfs rebuild, the smallest VM memory for stage 1;
+## prints a table (docs/benchmarks.md keeps one), also as
+## target/bench/bench.json. OSAM_BENCH_PEER=1 adds the virt-v2v comparison
+## (what bench-all does).
 bench: deps inputs
 	$(CARGO) run --release -p osam-qemu-tests --bin osam-bench
+
+## deps-peer: deps plus the peer of bench-peer, virt-v2v (large: kept out
+## of the default dependencies).
+deps-peer:
+	@scripts/install-deps.sh --peer
+
+## bench-peer: virt-v2v and our flow on guest (a), each result booted on
+## VMware hardware; a table, also as target/bench/peer.json.
+bench-peer: deps-peer inputs
+	$(CARGO) run --release -p osam-qemu-tests --bin osam-bench-peer
+
+## bench-all: bench with the virt-v2v comparison, in one run.
+bench-all: deps-peer inputs
+	OSAM_BENCH_PEER=1 $(CARGO) run --release -p osam-qemu-tests --bin osam-bench
 
 ## update-pins: move image/pins.txt to what the archive has now.
 update-pins: deps

@@ -21,6 +21,17 @@ PACKAGES=(
     xorriso debian-archive-keyring  # the Tools ISO of the stage-2 tests (apt on the guest's release)
 )
 
+# `--peer` (`make deps-peer`): the peer that `make bench-peer` compares
+# with, virt-v2v and its libguestfs appliance. Large (about 160 packages),
+# so never part of the default dependencies.
+PEER_PACKAGES=(
+    virt-v2v nbdkit libnbd-bin  # the peer conversion (virt-v2v 2.2)
+    linux-image-amd64           # supermin builds libguestfs' appliance from the host's kernel
+)
+if [ "${1:-}" = --peer ]; then
+    PACKAGES+=("${PEER_PACKAGES[@]}")
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -13,6 +13,8 @@ pub mod detect;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guestfs;
 pub mod guestwrite;
 pub mod kmod;

@@ -1,6 +1,6 @@
-//! The stage-1 lock: `fixupctl run`, `fixupctl undo` and PID 1's stage-1
-//! run each hold it while they change a guest, so that two of them never
-//! run at once. It is an exclusive `flock(2)` taken without waiting: a
+//! The stage-1 lock: `fixupctl run`, `fixupctl undo`, `fixupctl
+//! mount`/`umount` and PID 1's stage-1 run each hold it while they change
+//! a guest or its mounts, so that two of them never run at once. It is an exclusive `flock(2)` taken without waiting: a
 //! second taker fails at once and is told who holds the lock.
 //!
 //! Where it lives ([`scope`]):
@@ -35,7 +35,8 @@ pub const LOCK_FILE: &str = "stage1.lock";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     pub pid: u32,
-    /// `osam-init`, `fixupctl run`, `fixupctl undo`.
+    /// `osam-init`, `fixupctl run`, `fixupctl undo`, `fixupctl mount`,
+    /// `fixupctl umount`.
     pub command: String,
     pub since: String,
 }

@@ -673,6 +673,25 @@ fn mounts_a_two_disk_guest_read_write_then_read_only() {
             let e = fs::write(sysroot.join(p), "x").unwrap_err();
             assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{p}: {e}");
         }
+        // A file open in the guest keeps it busy: `fixupctl umount` names
+        // the process, and what could not be unmounted stays recorded
+        // (with its devices read-only) for the next try.
+        let open = fs::File::open(sysroot.join("var/log/marker")).unwrap();
+        let users = osam_init::pid1::remount::busy_users(Path::new("/proc"), &sysroot, 0);
+        assert!(
+            users.iter().any(|u| u.pid == std::process::id()
+                && u.what == format!("open file {}", sysroot.join("var/log/marker").display())),
+            "{users:?}"
+        );
+        let mut busy = g.0.take().unwrap();
+        let failed = busy.unmount();
+        assert!(!failed.is_empty(), "a busy /var/log was unmounted");
+        let left: Vec<&str> = busy.mounts.iter().map(|m| m.guest_path.as_str()).collect();
+        assert_eq!(left, ["/", "/var/log"], "{failed:?}");
+        assert_eq!(read_only_flag(&format!("{d1}p3")), "1", "still read-only");
+        assert!(!busy.read_only_devices.is_empty());
+        drop(open);
+        g.0 = Some(busy);
         let failed = g.unmount();
         assert!(failed.is_empty(), "{failed:?}");
         assert!(!is_mounted_below(&sysroot));

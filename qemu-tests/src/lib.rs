@@ -14,6 +14,7 @@ pub mod guests;
 pub mod image;
 pub mod manager;
 pub mod paths;
+pub mod peer;
 pub mod rawdisk;
 pub mod serial;
 pub mod smoke;

@@ -831,29 +831,60 @@ impl Vm {
         )
     }
 
-    /// Types `command` into the shell on `console` and waits up to
-    /// `timeout` for `marker` (a string the command prints but whose typed
-    /// form differs, e.g. `$((40+2))` for `42`); returns what the console
-    /// showed from the typing up to and including the marker.
-    ///
-    /// Both copies of the console are searched, the log file and the
-    /// socket's transcript: now and then a byte shows up twice in one of
-    /// them (seen in the log with QEMU 7.2's socket chardev), which must
-    /// not turn a marker into a timeout.
-    pub fn shell(
+    /// Picks an entry of GRUB's menu over the serial console: the one
+    /// `downs` below the default, whose title is `entry`. Waits for the
+    /// countdown line (GRUB draws its menu twice on a serial terminal and
+    /// may drop a key sent before the second drawing), sends Ctrl-N
+    /// `downs` times (which also stops the countdown), waits for `entry` to
+    /// be highlighted (`*entry`), then sends Enter.
+    pub fn grub_select(
         &mut self,
         console: &mut SerialConsole,
-        command: &str,
-        marker: &str,
+        downs: usize,
+        entry: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.wait_for_console(console, (0, 0), "executed automatically in", timeout)?;
+        let marks = self.console_marks(console);
+        for _ in 0..downs {
+            console.send(crate::serial::CTRL_N)?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.wait_for_console(
+            console,
+            marks,
+            &format!("*{entry}"),
+            Duration::from_secs(10),
+        )?;
+        console.send(crate::serial::ENTER)
+    }
+
+    /// Where the console's two copies end now, the log file's and the
+    /// socket transcript's: a mark for [`Vm::wait_for_console`].
+    pub fn console_marks(&self, console: &SerialConsole) -> (usize, usize) {
+        (self.serial_log_len(), console.transcript().len())
+    }
+
+    /// Waits up to `timeout` for `needle` in what the console showed
+    /// since `marks` ([`Vm::console_marks`]); returns that text up to and
+    /// including the needle.
+    ///
+    /// The socket's transcript is read first: QEMU 7.2 now and then
+    /// writes a byte twice into the log file of a socket chardev (never
+    /// into the socket), which would garble a line the caller checks or
+    /// turn a marker into a timeout. The log is the fallback.
+    pub fn wait_for_console(
+        &mut self,
+        console: &SerialConsole,
+        marks: (usize, usize),
+        needle: &str,
         timeout: Duration,
     ) -> Result<String> {
-        let log_mark = self.serial_log_len();
-        let transcript_mark = console.transcript().len();
-        console.send_line(command)?;
+        let (log_mark, transcript_mark) = marks;
         let log = self.serial_log.clone();
         let found = |text: &str| {
-            text.find(marker)
-                .map(|at| text[..at + marker.len()].to_owned())
+            text.find(needle)
+                .map(|at| text[..at + needle.len()].to_owned())
         };
         self.wait_for(
             || {
@@ -865,8 +896,36 @@ impl Vm {
                 found(&String::from_utf8_lossy(bytes.get(log_mark..)?).replace('\r', ""))
             },
             timeout,
-            &format!("{marker:?} after `{command}`"),
+            &format!("{needle:?} on the serial console"),
         )
+    }
+
+    /// Types `command` into the shell on `console` and waits up to
+    /// `timeout` for `marker` (a string the command prints but whose typed
+    /// form differs, e.g. `$((40+2))` for `42`); returns what the console
+    /// showed from the typing up to and including the marker (see
+    /// [`Vm::wait_for_console`]).
+    pub fn shell(
+        &mut self,
+        console: &mut SerialConsole,
+        command: &str,
+        marker: &str,
+        timeout: Duration,
+    ) -> Result<String> {
+        let marks = self.console_marks(console);
+        console.send_line(command)?;
+        self.wait_for_console(console, marks, marker, timeout)
+            .map_err(|e| match e {
+                Error::Timeout {
+                    timeout, log, tail, ..
+                } => Error::Timeout {
+                    what: format!("{marker:?} after `{command}`"),
+                    timeout,
+                    log,
+                    tail,
+                },
+                other => other,
+            })
     }
 
     /// Sends one QMP command (with `arguments` where not `Null`) and returns

@@ -20,7 +20,6 @@ use anyhow::{Context, Result, ensure};
 use osam_qemu::Arch;
 use osam_qemu::image::{StackImage, stack_image};
 use osam_qemu::manager::{self, FixupDir};
-use osam_qemu::serial::{CTRL_N, SerialConsole};
 use osam_qemu::vm::{Disk, DiskBus, Firmware, Vm, VmConfig};
 use serde_json::Value;
 
@@ -206,36 +205,6 @@ fn i686_ovmf_ia32_on_ahci_is_ready() -> Result<()> {
     )
 }
 
-/// Sends `command` to the shell and returns what the console shows up to
-/// and including `marker` (a string the command prints but does not echo).
-///
-/// Both copies of the console are searched, the log file and the socket's
-/// transcript: now and then a byte shows up twice in one of them (seen in
-/// the log with QEMU 7.2's socket chardev), which must not turn a marker
-/// into a timeout.
-fn shell(vm: &mut Vm, console: &mut SerialConsole, command: &str, marker: &str) -> Result<String> {
-    let log_mark = vm.serial_log_len();
-    let transcript_mark = console.transcript().len();
-    console.send_line(command)?;
-    let log = vm.serial_log_path().to_path_buf();
-    let found = |text: &str| {
-        text.find(marker)
-            .map(|at| text[..at + marker.len()].to_owned())
-    };
-    Ok(vm.wait_for(
-        || {
-            let transcript = console.transcript();
-            if let Some(out) = transcript.get(transcript_mark..).and_then(found) {
-                return Some(out);
-            }
-            let bytes = std::fs::read(&log).ok()?;
-            found(&String::from_utf8_lossy(bytes.get(log_mark..)?).replace('\r', ""))
-        },
-        Duration::from_secs(60),
-        &format!("{marker:?} after `{command}`"),
-    )?)
-}
-
 #[test]
 fn rescue_entry_over_the_serial_console() -> Result<()> {
     let image = image(Arch::X86_64)?;
@@ -252,15 +221,16 @@ fn rescue_entry_over_the_serial_console() -> Result<()> {
     .interactive_serial(work.path().join("serial.sock"));
     with_vm("x86_64-rescue", &config, |vm| {
         let mut console = vm.serial_console()?;
-        // GRUB's menu, its 3 s countdown running: one step down (Ctrl-N
-        // stops the countdown and moves to "OSAM rescue shell"), Enter.
-        vm.wait_for_serial("OSAM rescue shell", Duration::from_secs(120))?;
+        // GRUB's menu: one step down to "OSAM rescue shell", Enter.
+        vm.grub_select(
+            &mut console,
+            1,
+            "OSAM rescue shell",
+            Duration::from_secs(120),
+        )?;
         let menu_at = vm.elapsed();
-        console.send(CTRL_N)?;
-        std::thread::sleep(Duration::from_millis(300));
-        console.send(b"\r")?;
-        let mark = vm.serial_log_len();
-        vm.wait_for_serial_after(mark, "osam# ", Duration::from_secs(150))?;
+        let marks = vm.console_marks(&console);
+        vm.wait_for_console(&console, marks, "osam# ", Duration::from_secs(150))?;
         eprintln!(
             "rescue: GRUB menu at {menu_at:.1?}, `osam# ` at {:.1?}",
             vm.elapsed()
@@ -268,21 +238,21 @@ fn rescue_entry_over_the_serial_console() -> Result<()> {
         // Let the shell settle (the prompt may be printed twice on ttyS0
         // while PID 1 still logs), then talk to it.
         std::thread::sleep(Duration::from_secs(1));
-        let out = shell(
-            vm,
+        let out = vm.shell(
             &mut console,
             "cat /proc/cmdline; echo rescue-$((40+2))",
             "rescue-42",
+            Duration::from_secs(60),
         )?;
         ensure!(
             out.contains("osam.mode=rescue"),
             "/proc/cmdline lacks osam.mode=rescue:\n{out}"
         );
-        let out = shell(
-            vm,
+        let out = vm.shell(
             &mut console,
             "fixupctl --version; echo rc-$?; lvm version; echo rc-$?; echo tools-$((6*7))",
             "tools-42",
+            Duration::from_secs(60),
         )?;
         ensure!(
             out.contains(&format!("fixupctl {}", env!("CARGO_PKG_VERSION")))

@@ -38,7 +38,7 @@ use anyhow::{Context, Result, bail, ensure};
 use osam_qemu::image::stack_image;
 use osam_qemu::manager;
 use osam_qemu::rawdisk::{self, Ext4Disk};
-use osam_qemu::serial::{CTRL_N, SerialConsole};
+use osam_qemu::serial::SerialConsole;
 use osam_qemu::vm::{Controller, ControllerModel, Drive, Firmware, Vm, VmConfig};
 use osam_qemu::{Arch, esp};
 use serde_json::json;
@@ -497,15 +497,11 @@ fn x86_64_rescue_shell_mounts_fixes_undoes_and_releases_the_guest() -> Result<()
 /// From GRUB's menu to the power-off.
 fn in_the_shell(vm: &mut Vm) -> Result<()> {
     let mut console = vm.serial_console()?;
-    // GRUB's menu, its 3 s countdown running: one step down (Ctrl-N
-    // stops the countdown and moves to "OSAM rescue shell"), Enter.
-    vm.wait_for_serial("OSAM rescue shell", BOOT_TIMEOUT)?;
+    // GRUB's menu: one step down to "OSAM rescue shell", Enter.
+    vm.grub_select(&mut console, 1, "OSAM rescue shell", BOOT_TIMEOUT)?;
     let menu_at = vm.elapsed();
-    console.send(CTRL_N)?;
-    std::thread::sleep(Duration::from_millis(300));
-    console.send(b"\r")?;
-    let mark = vm.serial_log_len();
-    let boot = vm.wait_for_serial_after(mark, "osam# ", BOOT_TIMEOUT)?;
+    let marks = vm.console_marks(&console);
+    let boot = vm.wait_for_console(&console, marks, "osam# ", BOOT_TIMEOUT)?;
     eprintln!(
         "GRUB menu at {menu_at:.1?}, `osam# ` at {:.1?}",
         vm.elapsed()

@@ -911,6 +911,15 @@ impl IdentityMap {
         // Target forms map to themselves, unless a source already uses the key.
         for (k, v) in std::mem::take(&mut b.target_keys) {
             let c = canonical(&k);
+            // In keep mode a source's by-uuid link becomes the target's
+            // by-uuid link: that link stays (a rerun must not make it
+            // `UUID=`).
+            if c.starts_with("/dev/disk/by-uuid/")
+                && !b.map.map.contains_key(&c)
+                && !b.map.names.contains_key(&c)
+            {
+                b.map.names.insert(c.clone(), k.clone());
+            }
             b.map.map.entry(c).or_insert(v);
         }
         (b.map, b.warnings)
@@ -1827,7 +1836,14 @@ mod tests {
         );
         let files = MemFiles::new().with("/etc/fstab", "/dev/vda1 / ext4 defaults 0 1\n");
         let (m, _) = IdentityMap::build(&inputs, &[], &files);
-        for r in ["/dev/vda1", "/dev/sda1", &format!("UUID={U1}")] {
+        for r in [
+            "/dev/vda1",
+            "/dev/sda1",
+            &format!("UUID={U1}"),
+            // Found by the fuzzer: in keep mode by-uuid/U1 became
+            // by-uuid/U2, and a rerun made that UUID=U2.
+            &format!("/dev/disk/by-uuid/{U1}"),
+        ] {
             for mode in [FstabIdentifiers::Uuid, FstabIdentifiers::Keep] {
                 let once = m.rewrite_for(r, mode).unwrap_or_else(|| r.to_string());
                 assert_eq!(m.rewrite_for(&once, mode), None, "{r} -> {once}");

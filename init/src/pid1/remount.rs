@@ -138,10 +138,17 @@ pub enum RemountError {
     },
     /// What could not be unmounted or deactivated.
     #[error(
-        "not everything was released: {}; something still uses it (a shell's working directory below it, an open file: `cd /` and end what runs there), then run fixupctl umount again",
+        "not everything was released: {}; something still uses it (a shell's working directory below it, an open file: `cd /` and end what runs there), then try again",
         .0.join("; ")
     )]
     NotReleased(Vec<String>),
+    /// Something fixupctl did not mount is mounted at the target.
+    #[error(
+        "something that fixupctl did not mount (by hand?) is mounted at {}: unmount it (umount {}) or give another --sysroot; nothing was changed",
+        .0.display(),
+        .0.display()
+    )]
+    Occupied(PathBuf),
     /// No disk besides the stack's own.
     #[error("nothing to mount: {0}")]
     NothingToMount(String),
@@ -254,6 +261,12 @@ pub struct Mounted {
 /// at `sysroot`, read-write or read-only.
 pub fn mount(env: &Env, sysroot: &Path, read_write: bool) -> Result<Mounted, RemountError> {
     let mut s = rescue_state(env)?;
+    let ours = s.mounted.as_ref().is_some_and(|m| m.sysroot == sysroot);
+    let mountinfo =
+        std::fs::read_to_string(env.proc_root.join("self/mountinfo")).unwrap_or_default();
+    if !ours && crate::pid1::mounts::is_mounted(&mountinfo, &sysroot.to_string_lossy()) {
+        return Err(RemountError::Occupied(sysroot.to_path_buf()));
+    }
     check_busy(env, &s)?;
     let mut runner = RealRunner::default();
     let mut ctx = LogCtx::new(&mut runner);
@@ -451,5 +464,17 @@ mod tests {
         // Nothing mounted, nothing assembled: umount has nothing to do.
         let r = umount(&env).unwrap();
         assert!(r.lines.is_empty());
+
+        // A mount made by hand at the target is never mounted over.
+        std::fs::create_dir_all(env.proc_root.join("self")).unwrap();
+        std::fs::write(
+            env.proc_root.join("self/mountinfo"),
+            "40 1 8:1 / /sysroot ro,relatime - ext4 /dev/sda1 ro\n",
+        )
+        .unwrap();
+        let e = mount(&env, Path::new("/sysroot"), true).unwrap_err();
+        assert!(matches!(e, RemountError::Occupied(_)), "{e}");
+        assert!(e.to_string().contains("umount /sysroot"), "{e}");
+        assert_eq!(rescue::load(&env.run_dir).unwrap(), Some(s));
     }
 }

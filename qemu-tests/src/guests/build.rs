@@ -213,14 +213,14 @@ fn loops_of(image: &Path) -> Vec<String> {
 /// Identities the builder gives a partition and its file system, derived
 /// from the recipe hash (so a rebuild of the same recipe gets the same).
 #[derive(Debug, Clone)]
-struct Ids {
+pub(super) struct Ids {
     /// The file system UUID as blkid shows it.
-    fs_uuid: String,
+    pub(super) fs_uuid: String,
     /// The GPT partition GUID (GPT disks).
     part_guid: String,
 }
 
-fn derived(hash: &str, what: &str) -> [u8; 16] {
+pub(super) fn derived(hash: &str, what: &str) -> [u8; 16] {
     let digest = Sha256::digest(format!("{hash}/{what}").as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);
@@ -229,7 +229,7 @@ fn derived(hash: &str, what: &str) -> [u8; 16] {
     b
 }
 
-fn guid(b: [u8; 16]) -> String {
+pub(super) fn guid(b: [u8; 16]) -> String {
     let h = hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
@@ -241,7 +241,7 @@ fn guid(b: [u8; 16]) -> String {
     )
 }
 
-fn ids(hash: &str, disk: usize, part: usize, kind: Option<FsKind>) -> Ids {
+pub(super) fn ids(hash: &str, disk: usize, part: usize, kind: Option<FsKind>) -> Ids {
     let fs = derived(hash, &format!("fs/{disk}/{part}"));
     let fs_uuid = match kind {
         Some(FsKind::Vfat) => {
@@ -257,7 +257,7 @@ fn ids(hash: &str, disk: usize, part: usize, kind: Option<FsKind>) -> Ids {
 }
 
 /// The sfdisk script of a disk.
-fn sfdisk_script(disk: &DiskSpec, hash: &str, index: usize) -> Result<String> {
+pub(super) fn sfdisk_script(disk: &DiskSpec, hash: &str, index: usize) -> Result<String> {
     let label_id = derived(hash, &format!("disk/{index}"));
     let mut s = String::new();
     match disk.table {
@@ -282,6 +282,10 @@ fn sfdisk_script(disk: &DiskSpec, hash: &str, index: usize) -> Result<String> {
             (PartitionTable::Gpt, PartitionKind::Esp) => "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
             (PartitionTable::Gpt, PartitionKind::BiosBoot) => {
                 "21686148-6449-6E6F-744E-656564454649"
+            }
+            (PartitionTable::Msdos, PartitionKind::LinuxLvm) => "8e",
+            (PartitionTable::Gpt, PartitionKind::LinuxLvm) => {
+                "E6D6D379-F507-44C2-A23C-238F2A3DF928"
             }
         };
         let mut line = String::new();
@@ -420,7 +424,7 @@ pub(crate) fn grub_defaults(recipe: &Recipe, text: &str) -> String {
 }
 
 /// The files put in place before any package is installed.
-fn staging_files(recipe: &Recipe) -> Vec<(String, String)> {
+pub(super) fn staging_files(recipe: &Recipe) -> Vec<(String, String)> {
     let i = &recipe.initramfs;
     let mut modules = String::from(
         "# List of modules that you want to include in your initramfs.\n\
@@ -448,7 +452,7 @@ fn staging_files(recipe: &Recipe) -> Vec<(String, String)> {
     ]
 }
 
-fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
+pub(super) fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
@@ -459,11 +463,11 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
 }
 
 /// `root` joined with an absolute guest path.
-fn in_root(root: &Path, guest: &str) -> PathBuf {
+pub(super) fn in_root(root: &Path, guest: &str) -> PathBuf {
     root.join(guest.trim_start_matches('/'))
 }
 
-fn secs(d: Duration) -> f64 {
+pub(super) fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 10.0).round() / 10.0
 }
 

@@ -24,8 +24,11 @@
 //!
 //! `nic` lines: name, MAC, IPv4 addresses joined by `,` (`-` for none);
 //! `mount` lines: the mounts of /proc/mounts whose source is a path;
-//! `stage2`: whether `/opt/vmware/hcx/osam` exists. [`GuestCheck::parse`]
-//! reads the block back.
+//! `stage2`: whether the stage-2 code is still installed — the agent
+//! (`/opt/vmware/hcx/osam/bin/osam-stage2`) or its hook (the systemd unit
+//! `osam-stage2.service`, the SysV rc script); stage 2 removes them and
+//! keeps `/opt/vmware/hcx/osam/data` (backups and manifest, for undo), so
+//! that folder does not count. [`GuestCheck::parse`] reads the block back.
 //!
 //! The unit is `Type=simple`, not `oneshot`: a oneshot unit wanted by
 //! `multi-user.target` runs before the target is reached, so it could never
@@ -98,7 +101,11 @@ out=/run/osam-check.txt
     else
         echo selinux=none
     fi
-    if [ -e /opt/vmware/hcx/osam ]; then
+    # The stage-2 code (agent, systemd unit, rc script), not the data
+    # folder: stage 2 keeps /opt/vmware/hcx/osam/data for undo.
+    if [ -e /opt/vmware/hcx/osam/bin/osam-stage2 ] ||
+        [ -e /etc/systemd/system/osam-stage2.service ] ||
+        [ -e /etc/init.d/osam-stage2 ]; then
         echo stage2=present
     else
         echo stage2=absent
@@ -176,7 +183,8 @@ pub struct GuestCheck {
     pub mounts: Vec<CheckMount>,
     /// `none`, `permissive` or `enforcing`.
     pub selinux: String,
-    /// Whether `/opt/vmware/hcx/osam` exists.
+    /// Whether the stage-2 agent or its hook is installed (the data
+    /// folder `/opt/vmware/hcx/osam/data` does not count).
     pub stage2_present: bool,
     /// The host name.
     pub hostname: String,
@@ -421,5 +429,8 @@ mod tests {
         assert!(CHECK_SCRIPT.contains("> /dev/ttyS0"));
         assert!(CHECK_UNIT.contains("WantedBy=multi-user.target"));
         assert!(CHECK_UNIT.contains("After=network-online.target"));
+        // The stage-2 code, not the data folder that stage 2 keeps.
+        assert!(CHECK_SCRIPT.contains("[ -e /opt/vmware/hcx/osam/bin/osam-stage2 ]"));
+        assert!(!CHECK_SCRIPT.contains("[ -e /opt/vmware/hcx/osam ]"));
     }
 }

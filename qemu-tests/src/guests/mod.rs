@@ -20,9 +20,13 @@
 //! source hardware or on VMware's ([`Hardware`]).
 //!
 //! [`tools_iso::tools_iso`] makes the stage-2 Tools ISO for a guest.
+//!
+//! Guest (d), root on LVM, is built by [`lvm::lvm_guest_image`] (the
+//! host has no device-mapper: the storage is made in a VM).
 
 pub mod check;
 mod cmd;
+pub mod lvm;
 pub mod manifest;
 pub mod mirror;
 pub mod recipe;

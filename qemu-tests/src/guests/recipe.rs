@@ -145,6 +145,9 @@ pub enum PartitionKind {
     Esp,
     /// GPT's BIOS boot partition (GRUB's core image on a BIOS/GPT disk).
     BiosBoot,
+    /// An LVM physical volume (MBR type 8e, GPT "Linux LVM"): see
+    /// [`super::lvm`].
+    LinuxLvm,
 }
 
 /// A file system type.

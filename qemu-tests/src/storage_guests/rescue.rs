@@ -296,7 +296,7 @@ fn pack_payload(staging: &Path, out: &Path) -> Result<()> {
 
 /// A payload disk holding `script` as `osam/run.sh` and, where given, the
 /// guest tree as `osam/tree/`.
-pub(super) fn payload(
+pub(crate) fn payload(
     work: &Path,
     name: &str,
     script: &str,

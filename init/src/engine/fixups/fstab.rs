@@ -567,15 +567,22 @@ fn rewrite_mdadm(text: &str, path: &str) -> FileOutcome {
                 let t = line[s..e].to_ascii_lowercase();
                 t.starts_with("uuid=") || t.starts_with("name=")
             });
-            let devices = f.iter().position(|&(s, e)| {
-                let t = &line[s..e];
-                t.to_ascii_lowercase().starts_with("devices=")
-                    && t["devices=".len()..].split(',').any(names_source_device)
-            });
-            if has_id && let Some(i) = devices {
-                let start = f.get(i.wrapping_sub(1)).map_or(0, |r| r.1);
-                let end = f.get(i).map_or(start, |r| r.1);
-                let l = splice(line, vec![((start, end), String::new())]);
+            // Every such devices= (a second one would be dropped by a rerun).
+            let devices: Vec<((usize, usize), String)> = f
+                .iter()
+                .enumerate()
+                .filter(|&(_, &(s, e))| {
+                    let t = &line[s..e];
+                    t.to_ascii_lowercase().starts_with("devices=")
+                        && t["devices=".len()..].split(',').any(names_source_device)
+                })
+                .map(|(i, &(_, end))| {
+                    let start = f.get(i.wrapping_sub(1)).map_or(0, |r| r.1);
+                    ((start, end), String::new())
+                })
+                .collect();
+            if has_id && !devices.is_empty() {
+                let l = splice(line, devices);
                 out.warnings.push(Warning::new(
                     codes::FSTAB_MDADM_RELAXED,
                     format!(
@@ -1389,6 +1396,15 @@ mod tests {
                 "/etc/mdadm/mdadm.conf",
                 "DEVICE /dev/vda1 /dev/vdb1\n  /dev/vdc1\nHOMEHOST <system>\nARRAY /dev/md0 metadata=1.2 UUID=3aaa:bbbb:cccc:dddd devices=/dev/vda1,/dev/vdb1 name=h:0\nARRAY /dev/md1 UUID=1111:2222:3333:4444\n".into(),
                 Some("DEVICE partitions containers\nHOMEHOST <system>\nARRAY /dev/md0 metadata=1.2 UUID=3aaa:bbbb:cccc:dddd name=h:0\nARRAY /dev/md1 UUID=1111:2222:3333:4444\n".into()),
+                Some(codes::FSTAB_MDADM_RELAXED),
+            ),
+            (
+                // Found by the fuzzer: only the first was dropped, a rerun
+                // dropped the second.
+                "mdadm: two devices= on one ARRAY line",
+                "/etc/mdadm.conf",
+                "ARRAY /dev/md0 UUID=3aaa:bbbb:cccc:dddd devices=/dev/vdz9 devices=/dev/vda1,/dev/vdb1 name=h:0\n".into(),
+                Some("ARRAY /dev/md0 UUID=3aaa:bbbb:cccc:dddd name=h:0\n".into()),
                 Some(codes::FSTAB_MDADM_RELAXED),
             ),
             (

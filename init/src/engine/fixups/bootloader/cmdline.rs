@@ -126,9 +126,10 @@ struct Token {
 }
 
 /// Splits on whitespace outside double quotes (the kernel's own rule; a
-/// shell-escaped `\"` counts as a quote too). Returns the tokens and the
-/// trailing whitespace.
-fn tokenize(s: &str) -> (Vec<Token>, String) {
+/// shell-escaped `\"` counts as a quote too). Returns the tokens, the
+/// trailing whitespace, and whether the last token leaves a quote open
+/// (it then takes the rest of the line, for the kernel too).
+fn tokenize(s: &str) -> (Vec<Token>, String, bool) {
     let mut tokens = Vec::new();
     let mut sep = String::new();
     let mut cur = String::new();
@@ -155,7 +156,7 @@ fn tokenize(s: &str) -> (Vec<Token>, String) {
             text: cur,
         });
     }
-    (tokens, sep)
+    (tokens, sep, quoted)
 }
 
 /// `key=value` → (`key`, Some(`value`)); a quote before the `=` keeps the
@@ -216,7 +217,7 @@ pub fn rewrite(cmdline: &str, opts: &CmdlineOpts) -> String {
 
 /// Rewrites a kernel command line (see the module documentation).
 pub fn rewrite_with_changes(cmdline: &str, opts: &CmdlineOpts) -> Rewritten {
-    let (tokens, trailing) = tokenize(cmdline);
+    let (tokens, trailing, open) = tokenize(cmdline);
     let leading_sep = tokens.first().map(|t| t.sep.clone()).unwrap_or_default();
     let mut changes = Vec::new();
     // Kept options keep the whitespace before them; the first one kept
@@ -224,14 +225,40 @@ pub fn rewrite_with_changes(cmdline: &str, opts: &CmdlineOpts) -> Rewritten {
     let mut out = String::with_capacity(cmdline.len() + 32);
     let mut any = false;
     let mut push = |out: &mut String, sep: &str, text: &str| {
-        out.push_str(if any { sep } else { &leading_sep });
+        // (The first token's own separator is the line's leading one: after
+        // options put before it, it needs a blank.)
+        out.push_str(match (any, sep.is_empty()) {
+            (false, _) => &leading_sep,
+            (true, true) => " ",
+            (true, false) => sep,
+        });
         out.push_str(text);
         any = true;
     };
     let mut nic_seen = [false, false];
     const NIC: [(&str, &str); 2] = [("net.ifnames", "0"), ("biosdevname", "0")];
 
-    for tok in &tokens {
+    // `None` is where missing NIC options go: at the end, or before a last
+    // token whose open quote would swallow them.
+    let mut items: Vec<Option<&Token>> = tokens.iter().map(Some).collect();
+    let at = if open {
+        tokens.len().saturating_sub(1)
+    } else {
+        tokens.len()
+    };
+    items.insert(at, None);
+    for item in items {
+        let Some(tok) = item else {
+            if opts.rename_nics && opts.add_nic_options {
+                for (i, (k, v)) in NIC.iter().enumerate() {
+                    if !nic_seen[i] {
+                        push(&mut out, " ", &format!("{k}={v}"));
+                        changes.push(format!("{k}={v} added"));
+                    }
+                }
+            }
+            continue;
+        };
         let text = tok.text.as_str();
         if source_platform_reason(text).is_some() {
             changes.push(format!("{text} removed"));
@@ -242,14 +269,6 @@ pub fn rewrite_with_changes(cmdline: &str, opts: &CmdlineOpts) -> Rewritten {
             Some(Some(t)) => push(&mut out, &tok.sep, &t),
             Some(None) => {}
             None => push(&mut out, &tok.sep, text),
-        }
-    }
-    if opts.rename_nics && opts.add_nic_options {
-        for (i, (k, v)) in NIC.iter().enumerate() {
-            if !nic_seen[i] {
-                push(&mut out, " ", &format!("{k}={v}"));
-                changes.push(format!("{k}={v} added"));
-            }
         }
     }
     if changes.is_empty() {
@@ -431,6 +450,15 @@ mod tests {
                 "ro foo=\\\"a b\\\"",
             ),
             ("$kernelopts console=hvc0", false, "$kernelopts"),
+            // Found by the fuzzer: an unclosed quote takes the rest of the
+            // line, so added options go before it (appended, the kernel
+            // would not see them, and a rerun appended them again).
+            (
+                "ro LANG=\"en_US quiet",
+                true,
+                "ro net.ifnames=0 biosdevname=0 LANG=\"en_US quiet",
+            ),
+            ("\"", true, "net.ifnames=0 biosdevname=0 \""),
         ];
         for (input, rename, want) in cases {
             assert_eq!(rw(input, *rename), *want, "input {input:?}");

@@ -127,6 +127,15 @@ fn assemble(a: &Assignment, inner: &str) -> String {
     format!("{}{quote}{inner}{quote}{}", a.head, a.tail)
 }
 
+/// What of an assignment's tail is still part of its value in the shell
+/// (`X="false"y` sets `falsey`): up to a blank or `;`.
+fn glued(tail: &str) -> &str {
+    let end = tail
+        .find(|c: char| c.is_whitespace() || c == ';')
+        .unwrap_or(tail.len());
+    &tail[..end]
+}
+
 fn has_option(cmdline: &str, key: &str) -> bool {
     cmdline
         .split_whitespace()
@@ -226,7 +235,9 @@ pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefau
                         *line = new;
                     }
                 }
-                OS_PROBER => prober = Some((f, n, a.inner == "true")),
+                OS_PROBER => {
+                    prober = Some((f, n, a.inner == "true" && glued(a.tail).is_empty()));
+                }
                 BLSCFG => blscfg = Some(a.inner == "true"),
                 FORCE_PARTUUID if !a.inner.trim().is_empty() => {
                     let p = a.inner.trim();
@@ -282,7 +293,8 @@ pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefau
         Some((_, _, true)) => {}
         Some((f, n, false)) => {
             if let Some(a) = parse_assignment(&lines[f][n]) {
-                let new = format!("{}true{}", a.head, a.tail);
+                let rest = &a.tail[glued(a.tail).len()..];
+                let new = format!("{}true{rest}", a.head);
                 lines[f][n] = new;
             }
             changes.push("os-prober disabled".to_string());
@@ -640,6 +652,18 @@ GRUB_DISABLE_OS_PROBER=\"false\"
                     "GRUB_DISABLE_OS_PROBER=true\n",
                     "GRUB_DISABLE_OS_PROBER=true # dual boot\n",
                 ],
+                0,
+            ),
+            // Found by the fuzzer: a word glued to the value is part of it
+            // (`"false"x` is `falsex`); it went to `truex`, and a rerun
+            // rewrote that again.
+            (
+                vec![(
+                    DEFAULT_GRUB,
+                    "GRUB_DISABLE_OS_PROBER=\"false\"x # keep\nGRUB_DISABLE_OS_PROBER=\"true\"y\n",
+                )],
+                false,
+                vec!["GRUB_DISABLE_OS_PROBER=\"false\"x # keep\nGRUB_DISABLE_OS_PROBER=true\n"],
                 0,
             ),
             // Without /etc/default/grub, new lines go to the last drop-in.

@@ -52,12 +52,18 @@ pub fn persistent_rules(existing: &str, m: &Mapper) -> String {
         if t.is_empty() || is_comment(t) {
             continue;
         }
-        let (mac, name) = address_and_name(t);
-        let ours = mac.is_some_and(|mac| {
-            m.nics()
-                .iter()
-                .any(|n| n.source_mac == mac || n.target_mac == mac)
-        }) || name.is_some_and(|name| m.nics().iter().any(|n| n.target_name == name));
+        let is_ours = |t: &str| {
+            let (mac, name) = address_and_name(t);
+            mac.is_some_and(|mac| {
+                m.nics()
+                    .iter()
+                    .any(|n| n.source_mac == mac || n.target_mac == mac)
+            }) || name.is_some_and(|name| m.nics().iter().any(|n| n.target_name == name))
+        };
+        // Judged on the rule as it would be kept too: a rule naming a
+        // source NIC without its MAC becomes one naming the target NIC,
+        // which a rerun would drop.
+        let ours = is_ours(t) || m.words(t).is_some_and(|w| is_ours(&w));
         if ours {
             keep[i] = false;
             if let Some(prev) = i.checked_sub(1)
@@ -233,6 +239,18 @@ SUBSYSTEM==\"net\", ACTION==\"add\", DRIVERS==\"?*\", ATTR{address}==\"52:54:00:
             assert!(is_applied(&got, &m));
         }
         assert!(!is_applied(RHEL6_RULES, &m));
+    }
+
+    #[test]
+    fn a_rule_naming_a_source_nic_without_its_mac_is_dropped() {
+        // Found by the fuzzer: it was kept with NAME="eth0", and a rerun
+        // dropped it.
+        let m = two();
+        let old = "# PCI device 0x8086:0x100e (e1000)\n\
+                   SUBSYSTEM==\"net\", KERNEL==\"eth*\", NAME=\"ens192\"\n";
+        let got = persistent_rules(old, &m);
+        assert!(!got.contains("PCI device") && !got.contains("KERNEL"), "{got}");
+        assert_eq!(persistent_rules(&got, &m), got);
     }
 
     #[test]
