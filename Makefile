@@ -7,7 +7,7 @@ ARCHES := x86_64 i686
 OUT ?= out
 STACK_TARGET_DIR := target/stack
 
-.PHONY: all deps deps-peer inputs build stack image test unit lint fmt qemu-test bench bench-peer bench-all update-pins clean
+.PHONY: all deps deps-peer inputs build stack image test unit lint fmt fuzz qemu-test bench bench-peer bench-all update-pins clean
 
 all: image
 
@@ -49,9 +49,17 @@ lint: deps
 unit: deps
 	$(CARGO) test --workspace --lib --bins
 
-## test: everything CI runs: lint, unit, static-binary check, QEMU tests.
+## test: everything CI runs: lint, unit, static-binary check, QEMU tests;
+## on stable Rust, init/tests/fuzz_corpus.rs replays fuzz/corpus/ and runs
+## short seeded mutations of it (make fuzz runs libFuzzer, nightly).
 test: deps inputs lint
 	$(CARGO) test --workspace --no-fail-fast
+
+## fuzz: every target of fuzz/ under libFuzzer for FUZZ_SECONDS (60) each,
+## or only FUZZ_TARGETS; installs nightly Rust and cargo-fuzz when missing
+## (see scripts/fuzz.sh and docs/testing.md).
+fuzz:
+	@scripts/fuzz.sh
 
 ## qemu-test: the long QEMU tier (all scenarios).
 qemu-test: deps inputs

@@ -39,7 +39,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::emulator::{
     self, Blueprint, Boot, MachineFiles, PhaseStatus, RunOptions, RunReport, StopAfter,
@@ -224,7 +224,7 @@ impl Drop for RssSampler {
 // ---------------------------------------------------------------------
 
 /// How a virt-v2v conversion went.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct V2vRun {
     /// Wall time.
@@ -246,6 +246,9 @@ pub struct V2vRun {
     pub log: PathBuf,
     /// Its progress lines (`[  12.3] Opening the source`).
     pub progress: Vec<String>,
+    /// Its own messages and warnings (`virt-v2v: warning: …`).
+    #[serde(default)]
+    pub messages: Vec<String>,
 }
 
 /// virt-v2v's version line (`virt-v2v 2.2.0`), if it is installed.
@@ -366,6 +369,11 @@ pub fn run_virt_v2v(
         .filter(|l| l.starts_with('[') && l.contains("] "))
         .map(str::to_owned)
         .collect();
+    let messages = text
+        .lines()
+        .filter(|l| l.starts_with("virt-v2v: "))
+        .map(str::to_owned)
+        .collect();
     let output = out_dir.join(format!("{name}-sda"));
     Ok(V2vRun {
         seconds,
@@ -377,6 +385,7 @@ pub fn run_virt_v2v(
         output: output.is_file().then_some(output),
         log: log.to_path_buf(),
         progress,
+        messages,
     })
 }
 
@@ -385,7 +394,7 @@ pub fn run_virt_v2v(
 // ---------------------------------------------------------------------
 
 /// How a converted guest's boot on VMware hardware went.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BootOutcome {
     /// The check block appeared.
@@ -600,7 +609,7 @@ pub fn boot_check(
 // ---------------------------------------------------------------------
 
 /// How our flow went.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OurRun {
     /// Stage 1 and stage 2 (prepare, boot to READY, fixup, power-off,
@@ -703,7 +712,7 @@ pub fn our_outcome(report: &RunReport, peak_rss_bytes: Option<u64>) -> OurRun {
 // ---------------------------------------------------------------------
 
 /// One row of the comparison.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerRow {
     /// `virt-v2v` or `osam (stage 1 + stage 2)`.
@@ -725,7 +734,7 @@ pub struct PeerRow {
 }
 
 /// The whole comparison.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerReport {
     /// When (UTC, RFC 3339).
@@ -786,11 +795,14 @@ impl PeerReport {
                 )
             } else {
                 format!(
-                    "**no**: `{}`",
+                    "**no** ({:.0} s): `{}`",
+                    r.boot.seconds,
                     r.boot.reason.as_deref().unwrap_or("?").replace('|', "\\|")
                 )
             };
-            let nics = if r.boot.nics.is_empty() {
+            let nics = if r.boot.nics.is_empty() && !r.boot.booted {
+                "none (no check block; the kernel log names none)".to_owned()
+            } else if r.boot.nics.is_empty() {
                 "none".to_owned()
             } else {
                 let from = match r.boot.nics_from.as_deref() {
@@ -1035,6 +1047,15 @@ pub fn compare(
             v2v.log.display()
         ));
     }
+    if !v2v.messages.is_empty() {
+        notes.push(format!("virt-v2v said: {}", v2v.messages.join(" / ")));
+    }
+    notes.push(
+        "Ours runs inside the target VM itself (stage 1 from the fixup disk, stage 2 in the \
+         guest): its peak RSS is the QEMU process of that VM (guest memory plus TCG's code \
+         cache), not a conversion host's."
+            .to_owned(),
+    );
     if let Some(max) = v2v.max_process_rss_bytes {
         notes.push(format!(
             "virt-v2v's largest single process (wait4 ru_maxrss, as /usr/bin/time -v): {}.",

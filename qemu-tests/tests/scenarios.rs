@@ -484,8 +484,9 @@ fn assert_fixed(image: &GuestImage, bp: &Blueprint, report: &RunReport) -> Resul
     let serial = report
         .serial_log(Boot::Check)
         .context("no serial log of the check boot")?;
-    let text =
-        std::fs::read_to_string(serial).with_context(|| format!("reading {}", serial.display()))?;
+    // Firmware writes bytes that are not UTF-8 (OVMF's screen control).
+    let bytes = std::fs::read(serial).with_context(|| format!("reading {}", serial.display()))?;
+    let text = String::from_utf8_lossy(&bytes).replace('\r', "");
     let check = GuestCheck::parse(&text)
         .map_err(|e| anyhow::anyhow!("the check boot's serial log {}: {e}", serial.display()))?;
     expect(
@@ -601,7 +602,7 @@ fn assert_fixed(image: &GuestImage, bp: &Blueprint, report: &RunReport) -> Resul
         check_text.trim_end(),
         steps_table(result),
         serial.display(),
-        tail_lines(&text.replace('\r', ""), TAIL)
+        tail_lines(&text, TAIL)
     )
 }
 

@@ -133,11 +133,20 @@ pub fn run(
         started_at: crate::timefmt::now(),
         stack_version: crate::VERSION.to_string(),
     };
-    let mut writer = GuestWriter::open(guest.root, run)
-        .and_then(|w| w.save().map(|()| w))
-        .map_err(|e| {
-            FixupError::new(codes::GUEST_IO, format!("opening the change manifest: {e}"))
-        })?;
+    let mut writer = match GuestWriter::open(guest.root, run).and_then(|w| w.save().map(|()| w)) {
+        Ok(w) => w,
+        Err(e) => {
+            // Before any step: reported here, or the run would end as a
+            // success that changed nothing.
+            let e = FixupError::new(
+                codes::GUEST_IO,
+                format!("opening the change manifest, before the first fixup: {e}"),
+            )
+            .in_step(STEPS[0].id);
+            reporter.error(e.clone());
+            return Err(e);
+        }
+    };
     let mut first_error = None;
     for (i, def) in STEPS.iter().enumerate() {
         let changed: Vec<String> = writer

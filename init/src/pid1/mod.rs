@@ -167,6 +167,9 @@ pub const STORAGE_MODULES: &[&str] = &[
     "nls_cp437",
     "nls_iso8859_1",
     "nls_utf8",
+    // vfat's default iocharset (Debian's FAT_DEFAULT_IOCHARSET): the
+    // guest's ESP, mounted with its own fstab options, needs it.
+    "nls_ascii",
     "dm_mod",
     "dm_snapshot",
     "dm_mirror",

@@ -6,8 +6,11 @@
 //! host kernel for libguestfs' appliance) and root (guest (a) is built
 //! once from the Debian archive when it is not cached).
 //!
-//! Takes 15 to 25 minutes here: virt-v2v alone about 10 (its
-//! update-initramfs under TCG), our flow about 5, each check boot up to 5.
+//! Takes 10 to 25 minutes here: virt-v2v 3 to 10 (its update-initramfs
+//! under TCG), our flow about 5, each check boot up to 5.
+//!
+//! `osam-bench-peer --print FILE` prints the table of a saved `peer.json`
+//! again, without running anything.
 
 use anyhow::{Context, Result};
 use osam_qemu::Arch;
@@ -19,6 +22,19 @@ use osam_qemu::image::stack_image;
 use osam_qemu::{paths, peer};
 
 fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, file] = &args[..]
+        && flag == "--print"
+    {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+        let report: peer::PeerReport =
+            serde_json::from_str(&text).with_context(|| format!("parsing {file}"))?;
+        println!("{}", report.text());
+        return Ok(());
+    }
+    if !args.is_empty() {
+        anyhow::bail!("usage: osam-bench-peer [--print peer.json]");
+    }
     let bench_dir = paths::workspace_root().join("target/bench");
     let mirror = host_mirror(DEBIAN_SUITE)?;
     let image = guest_image(&Recipe::debian12_bios(GuestArch::Amd64, &mirror))

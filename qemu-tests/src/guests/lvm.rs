@@ -63,7 +63,7 @@ use crate::storage_guests::rescue::{ScsiDisk, payload, run_rescue_script, stack_
 
 /// The version of this builder: bump it whenever it changes what it makes
 /// from a recipe (part of every [`LvmRecipe::hash`]).
-pub const LVM_BUILDER_VERSION: u32 = 1;
+pub const LVM_BUILDER_VERSION: u32 = 2;
 
 /// The SCSI target id of the tree archive in the build VM.
 pub const TREE_SCSI_ID: u8 = 13;
@@ -182,7 +182,8 @@ pub struct LvmDetails {
     pub pv_uuid: String,
     /// The LVs.
     pub lvs: Vec<BuiltLv>,
-    /// The root file system's device (`/dev/mapper/vg0-root`).
+    /// The root LV's device (`/dev/mapper/vg0-root`), as GRUB's `root=`
+    /// names it.
     pub root_device: String,
     /// The stack image that ran the build.
     pub stack: PathBuf,
@@ -435,12 +436,11 @@ impl LvmRecipe {
 }
 
 /// Every file system mount of the guest, parents first: (the device in
-/// the build script, the device as fstab names it, the file system, the
-/// mount).
+/// the build script, where `$D` is the disk, the device as fstab names
+/// it, the file system, the mount).
 fn all_mounts<'a>(
     recipe: &'a LvmRecipe,
     hash: &str,
-    disk_var: &str,
 ) -> Vec<(String, String, &'a FsSpec, &'a MountSpec)> {
     let mut out = Vec::new();
     for lv in &recipe.vg.lvs {
@@ -463,7 +463,7 @@ fn all_mounts<'a>(
             DeviceRef::Uuid => format!("UUID={}", id.fs_uuid),
             DeviceRef::Label => format!("LABEL={}", fs.label.as_deref().unwrap_or("")),
         };
-        out.push((format!("${{{disk_var}}}{}", p + 1), named, fs, m));
+        out.push((format!("${{D}}{}", p + 1), named, fs, m));
     }
     out.sort_by_key(|(_, _, _, m)| {
         if m.mountpoint == "/" {
@@ -483,7 +483,7 @@ pub fn fstab_text(recipe: &LvmRecipe, hash: &str) -> String {
          #\n\
          # <file system> <mount point>   <type>  <options>       <dump>  <pass>\n",
     );
-    for (_, named, fs, m) in all_mounts(recipe, hash, "D") {
+    for (_, named, fs, m) in all_mounts(recipe, hash) {
         let _ = writeln!(
             s,
             "{named} {} {} {} 0 {}",
@@ -508,9 +508,8 @@ pub fn fstab_text(recipe: &LvmRecipe, hash: &str) -> String {
 pub fn build_script(recipe: &LvmRecipe, hash: &str) -> String {
     let g = GUEST_MOUNT;
     let vg = &recipe.vg;
-    let (pv_disk, pv_part) = vg.pv;
-    let pv = format!("${{D}}{}", pv_part + 1);
-    debug_assert_eq!(pv_disk, 0);
+    // One disk ([`LvmRecipe::validate`]): the PV is on `$D`.
+    let pv = format!("${{D}}{}", vg.pv.1 + 1);
     let mut s = format!(
         r#"#!/bin/sh
 # Written by osam_qemu::guests::lvm; run in the fixup stack's rescue shell.
@@ -534,6 +533,7 @@ disk() {{
     done
     return 1
 }}
+lvmc() {{ c=$1; shift; lvm "$c" --config "$LVMCONF" "$@"; }}
 in_guest() {{
     chroot $G /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
         DEBIAN_FRONTEND=noninteractive "$@"
@@ -541,14 +541,14 @@ in_guest() {{
 for m in $(awk '$2 ~ "^/sysroot" {{ print $2 }}' /proc/mounts | sort -r); do
     umount "$m" 2>/dev/null || umount -l "$m"
 done
-lvm vgchange --config "$LVMCONF" -an >/dev/null 2>&1
+lvmc vgchange -an >/dev/null 2>&1
 D=$(disk 0) || fail "no target disk at scsi0:0"
 T=$(disk {TREE_SCSI_ID}) || fail "no tree archive at scsi0:{TREE_SCSI_ID}"
 O=$(disk {REPORT_SCSI_ID}) || fail "no report disk at scsi0:{REPORT_SCSI_ID}"
 for b in $D $D[0-9]* $O; do [ -b "$b" ] && blockdev --setrw "$b"; done
 echo "@@osam step: target $D, tree $T, report $O"
-step lvm pvcreate --config "$LVMCONF" -ff -y --norestorefile --uuid {pv_uuid} {pv}
-step lvm vgcreate --config "$LVMCONF" {vg_name} {pv}
+step lvmc pvcreate -ff -y --norestorefile --uuid {pv_uuid} {pv}
+step lvmc vgcreate {vg_name} {pv}
 "#,
         pv_uuid = recipe.pv_uuid(hash),
         vg_name = vg.name,
@@ -556,7 +556,7 @@ step lvm vgcreate --config "$LVMCONF" {vg_name} {pv}
     for lv in &vg.lvs {
         let _ = writeln!(
             s,
-            "step lvm lvcreate --config \"$LVMCONF\" -y -Wy -Zy -n {} -L {}m {} {pv}",
+            "step lvmc lvcreate -y -Wy -Zy -n {} -L {}m {} {pv}",
             lv.name, lv.size_mib, vg.name
         );
         let dev = recipe.mapper(&lv.name);
@@ -593,7 +593,7 @@ step lvm vgcreate --config "$LVMCONF" {vg_name} {pv}
             );
         }
     }
-    let mounts = all_mounts(recipe, hash, "D");
+    let mounts = all_mounts(recipe, hash);
     for (dev, _, fs, m) in &mounts {
         let at = format!(
             "$G{}",
@@ -616,7 +616,11 @@ step mount -t proc proc $G/proc
 step mount -t sysfs sysfs $G/sys
 step in_guest update-initramfs -u -k all
 step in_guest grub-install --target=i386-pc $D
+# GRUB's BIOS hints name the disk as the guest's firmware will see it
+# (hd0), not as the Nth disk of this VM; Debian keeps no device.map.
+step sh -c "echo '(hd0) $D' > $G/boot/grub/device.map"
 step in_guest update-grub
+step rm $G/boot/grub/device.map
 report() {
     echo "=== grub.cfg"
     cat $G/boot/grub/grub.cfg
@@ -625,9 +629,9 @@ report() {
         in_guest lsinitramfs /boot/initrd.img-$k | sed -n '/\.ko/{s|.*/||;s|\.ko.*||;p}' | sort -u
     done
     echo "=== pvs"
-    lvm pvs --config "$LVMCONF" --noheadings -o pv_name,pv_uuid,vg_name
+    lvmc pvs --noheadings -o pv_name,pv_uuid,vg_name
     echo "=== lvs"
-    lvm lvs --config "$LVMCONF" --noheadings --units m -o lv_name,lv_size,lv_path
+    lvmc lvs --noheadings --units m -o lv_name,lv_size,lv_path
     echo "=== fstab"
     cat $G/etc/fstab
 }
@@ -648,7 +652,7 @@ step umount $G/dev
             }
         );
     }
-    let _ = writeln!(s, "step lvm vgchange --config \"$LVMCONF\" -an {}", vg.name);
+    let _ = writeln!(s, "step lvmc vgchange -an {}", vg.name);
     s.push_str(
         r#"{ cat /tmp/osam-report.txt; echo "=== times"; cat /tmp/osam-times; echo "=== end"; } > /tmp/osam-report-all.txt
 step sh -c "cat /tmp/osam-report-all.txt > $O"
@@ -1000,7 +1004,7 @@ fn configure(recipe: &LvmRecipe, hash: &str, root: &Path, log: &BuildLog) -> Res
     Ok(())
 }
 
-/// A sparse file of `mib` MiB.
+/// A sparse file of `bytes` bytes.
 fn sized_file(path: &Path, bytes: u64) -> Result<()> {
     let file = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     file.set_len(bytes)
@@ -1160,21 +1164,12 @@ fn build_lvm(recipe: &LvmRecipe, work: &Path, log: &BuildLog) -> Result<(Built, 
         ));
     }
     timings.vm_steps = report.times();
-    let (root_lv, _, root_mount) = recipe.root_lv().context("the recipe has no / LV")?;
-    let root_device = match &root_mount.source {
-        DeviceRef::Path(p) => p.clone(),
-        DeviceRef::Uuid => format!("UUID={}", recipe.lv_fs_uuid(&hash, &root_lv.name)),
-        DeviceRef::Label => format!(
-            "LABEL={}",
-            recipe
-                .root_lv()
-                .and_then(|(_, fs, _)| fs.label.clone())
-                .unwrap_or_default()
-        ),
-    };
+    let (root_lv, _, _) = recipe.root_lv().context("the recipe has no / LV")?;
+    // GRUB names an LV by its /dev/mapper path, whatever fstab says.
+    let root_device = recipe.mapper(&root_lv.name);
     let cmdline = report.grub_cmdline();
     for wanted in [
-        format!("root={}", recipe.mapper(&root_lv.name)),
+        format!("root={root_device}"),
         "console=ttyS0,115200".to_owned(),
     ] {
         if !cmdline.contains(&wanted) {
@@ -1275,7 +1270,6 @@ fn build_lvm(recipe: &LvmRecipe, work: &Path, log: &BuildLog) -> Result<(Built, 
             }
         })
         .collect();
-    let vm_total: f64 = timings.vm_s;
     let manifest = GuestManifest {
         builder_version: BUILDER_VERSION,
         name: b.name.clone(),
@@ -1290,7 +1284,7 @@ fn build_lvm(recipe: &LvmRecipe, work: &Path, log: &BuildLog) -> Result<(Built, 
             disks_s: timings.pack_s,
             mmdebstrap_s: timings.mmdebstrap_s,
             configure_s: timings.configure_s,
-            grub_s: vm_total,
+            grub_s: timings.vm_s,
             convert_s: timings.convert_s,
             total_s: timings.total_s,
         },
@@ -1400,12 +1394,9 @@ mod tests {
         let root_uuid = r.lv_fs_uuid(&h, "root");
         let pv = r.pv_uuid(&h);
         let order = [
-            format!(
-                "step lvm pvcreate --config \"$LVMCONF\" -ff -y --norestorefile --uuid {pv} ${{D}}2"
-            ),
-            "step lvm vgcreate --config \"$LVMCONF\" vg0 ${D}2".to_owned(),
-            "step lvm lvcreate --config \"$LVMCONF\" -y -Wy -Zy -n root -L 2048m vg0 ${D}2"
-                .to_owned(),
+            format!("step lvmc pvcreate -ff -y --norestorefile --uuid {pv} ${{D}}2"),
+            "step lvmc vgcreate vg0 ${D}2".to_owned(),
+            "step lvmc lvcreate -y -Wy -Zy -n root -L 2048m vg0 ${D}2".to_owned(),
             format!("step mkfs.ext4 -q -F -U {root_uuid} -L root /dev/mapper/vg0-root"),
             "step busybox mkswap -L swap /dev/mapper/vg0-swap".to_owned(),
             format!("step mkfs.ext4 -q -F -U {boot_uuid} -L boot ${{D}}1"),
@@ -1415,11 +1406,13 @@ mod tests {
             "step mount -o bind /dev $G/dev\n".to_owned(),
             "step in_guest update-initramfs -u -k all\n".to_owned(),
             "step in_guest grub-install --target=i386-pc $D\n".to_owned(),
+            "step sh -c \"echo '(hd0) $D' > $G/boot/grub/device.map\"\n".to_owned(),
             "step in_guest update-grub\n".to_owned(),
+            "step rm $G/boot/grub/device.map\n".to_owned(),
             "report > /tmp/osam-report.txt".to_owned(),
             "step umount $G/boot\n".to_owned(),
             "step umount $G\n".to_owned(),
-            "step lvm vgchange --config \"$LVMCONF\" -an vg0\n".to_owned(),
+            "step lvmc vgchange -an vg0\n".to_owned(),
             "step sh -c \"cat /tmp/osam-report-all.txt > $O\"".to_owned(),
             "echo \"OSAM-RESULT: ok\"\nsync\npoweroff -f\n".to_owned(),
         ];

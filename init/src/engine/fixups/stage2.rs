@@ -26,7 +26,10 @@ pub const SAVED_RC_SYSINIT: &str = "/opt/vmware/hcx/osam/data/rc-sysinit.conf";
 pub const SAVED_SELINUX: &str = "/opt/vmware/hcx/osam/data/selinux-mode";
 pub const RC_SCRIPT_NAME: &str = "osam-stage2";
 
-/// The systemd unit of the hook.
+/// The systemd unit of the hook. It runs after
+/// `systemd-tmpfiles-setup.service`, which empties `/tmp` at boot
+/// (`D /tmp` in tmp.conf) and would remove the agent's mount point for the
+/// Tools ISO under it while the agent runs.
 pub fn unit_text() -> String {
     format!(
         "# Installed by the OSAM fixup stack (stage 1); removed by stage 2.\n\
@@ -34,7 +37,7 @@ pub fn unit_text() -> String {
          Description=OSAM stage 2: VMware Tools and the original boot target\n\
          DefaultDependencies=no\n\
          Requires=local-fs.target\n\
-         After=local-fs.target systemd-udevd.service\n\
+         After=local-fs.target systemd-udevd.service systemd-tmpfiles-setup.service\n\
          Before=rescue.service emergency.service\n\
          ConditionPathExists={AGENT}\n\
          \n\

@@ -127,13 +127,17 @@ fn assemble(a: &Assignment, inner: &str) -> String {
     format!("{}{quote}{inner}{quote}{}", a.head, a.tail)
 }
 
-/// What of an assignment's tail is still part of its value in the shell
-/// (`X="false"y` sets `falsey`): up to a blank or `;`.
-fn glued(tail: &str) -> &str {
-    let end = tail
-        .find(|c: char| c.is_whitespace() || c == ';')
-        .unwrap_or(tail.len());
-    &tail[..end]
+/// Whether the shell value of an assignment is what [`parse_assignment`]
+/// says: one plain word or one quoted string, ending at a blank, `;` or
+/// the line's end. Not so: `X="a"b` (the shell's value is `ab`),
+/// `X=a"b c"`, `X=a\ b`, `X=a#b`; such assignments are left as they are.
+fn is_plain(a: &Assignment) -> bool {
+    let ends = a
+        .tail
+        .chars()
+        .next()
+        .is_none_or(|c| c.is_whitespace() || c == ';');
+    ends && (!a.quote.is_empty() || !a.inner.contains(['"', '\'', '\\']))
 }
 
 fn has_option(cmdline: &str, key: &str) -> bool {
@@ -190,7 +194,11 @@ fn refers_to(value: &str, name: &str) -> bool {
 /// `GRUB_CMDLINE_LINUX` assignment (a new line in `/etc/default/grub`
 /// where there is none), and `GRUB_DISABLE_OS_PROBER` is made `true` in its
 /// last assignment (added to `/etc/default/grub` where there is none).
-/// Every other byte stays.
+/// An assignment whose shell value is not one plain word or one quoted
+/// string ([`is_plain`]) is left as it is; where it is the last one, the
+/// NIC options and the os-prober setting go to a line added after it
+/// (`GRUB_CMDLINE_LINUX="${GRUB_CMDLINE_LINUX} …"`). Every other byte
+/// stays.
 pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefaults {
     let replace_only = CmdlineOpts {
         add_nic_options: false,
@@ -204,8 +212,12 @@ pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefau
     let mut warnings = Vec::new();
     let mut blscfg = None;
     let mut last_linux = None;
-    // The last GRUB_DISABLE_OS_PROBER assignment, and whether it is `true`.
-    let mut prober: Option<(usize, usize, bool)> = None;
+    // A GRUB_CMDLINE_LINUX after the last one understood, whose value is
+    // not (see [`is_plain`]): the options go to a line added after it.
+    let mut odd_linux = None;
+    // The last GRUB_DISABLE_OS_PROBER assignment, whether it is `true`,
+    // and whether its value is understood.
+    let mut prober: Option<(usize, usize, bool, bool)> = None;
     // Per variable (LINUX, LINUX_DEFAULT): whether its effective value has
     // net.ifnames / biosdevname.
     let mut nic_present = [[false; 2]; 2];
@@ -217,7 +229,17 @@ pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefau
             if line.trim_start().starts_with('#') {
                 continue;
             }
+            let plain = is_plain(&a);
             match a.name {
+                // Left as they are; what they hold is not known.
+                LINUX | LINUX_DEFAULT if !plain => {
+                    let v = usize::from(a.name == LINUX_DEFAULT);
+                    nic_present[v] = [false; 2];
+                    if a.name == LINUX {
+                        last_linux = None;
+                        odd_linux = Some((f, n));
+                    }
+                }
                 LINUX | LINUX_DEFAULT => {
                     let r = cmdline::rewrite_with_changes(a.inner, &replace_only);
                     let v = usize::from(a.name == LINUX_DEFAULT);
@@ -235,17 +257,19 @@ pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefau
                         *line = new;
                     }
                 }
-                OS_PROBER => {
-                    prober = Some((f, n, a.inner == "true" && glued(a.tail).is_empty()));
-                }
+                OS_PROBER => prober = Some((f, n, plain && a.inner == "true", plain)),
                 BLSCFG => blscfg = Some(a.inner == "true"),
                 FORCE_PARTUUID if !a.inner.trim().is_empty() => {
                     let p = a.inner.trim();
                     let why = match opts.map.target_partuuid(p) {
-                        Some(_) => "it makes the first boot try without the initramfs, which \
-                                    is what carries the target's storage driver",
-                        None => "it names a partition whose PARTUUID on the target is not \
-                                 known (the partition table was re-created)",
+                        Some(_) => {
+                            "it makes the first boot try without the initramfs, which \
+                                    is what carries the target's storage driver"
+                        }
+                        None => {
+                            "it names a partition whose PARTUUID on the target is not \
+                                 known (the partition table was re-created)"
+                        }
                     };
                     changes.push(format!("{FORCE_PARTUUID}={p} commented out"));
                     warnings.push(format!(
@@ -264,6 +288,8 @@ pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefau
         .iter()
         .position(|(p, _)| *p == DEFAULT_GRUB)
         .unwrap_or(files.len().saturating_sub(1));
+    // Lines added after a given line (of a value not understood).
+    let mut inserts: Vec<((usize, usize), String)> = Vec::new();
     let missing: Vec<&str> = ["net.ifnames=0", "biosdevname=0"]
         .into_iter()
         .enumerate()
@@ -272,8 +298,8 @@ pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefau
         .collect();
     if opts.rename_nics && !missing.is_empty() && !lines.is_empty() {
         let added = missing.join(" ");
-        match last_linux {
-            Some((f, n)) => {
+        match (last_linux, odd_linux) {
+            (Some((f, n)), _) => {
                 if let Some(a) = parse_assignment(&lines[f][n]) {
                     let inner = if a.inner.trim().is_empty() {
                         added.clone()
@@ -284,25 +310,38 @@ pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefau
                     lines[f][n] = new;
                 }
             }
-            None => push_line(&mut lines[home], &format!("{LINUX}=\"{added}\"")),
+            // Extending the value it leaves, whatever it is.
+            (None, Some(at)) => inserts.push((at, format!("{LINUX}=\"${{{LINUX}}} {added}\""))),
+            (None, None) => push_line(&mut lines[home], &format!("{LINUX}=\"{added}\"")),
         }
         changes.extend(missing.iter().map(|o| format!("{o} added")));
     }
     match prober {
         _ if lines.is_empty() => {}
-        Some((_, _, true)) => {}
-        Some((f, n, false)) => {
+        Some((_, _, true, _)) => {}
+        Some((f, n, false, true)) => {
             if let Some(a) = parse_assignment(&lines[f][n]) {
-                let rest = &a.tail[glued(a.tail).len()..];
-                let new = format!("{}true{rest}", a.head);
+                let new = format!("{}true{}", a.head, a.tail);
                 lines[f][n] = new;
             }
+            changes.push("os-prober disabled".to_string());
+        }
+        Some((f, n, false, false)) => {
+            inserts.push(((f, n), format!("{OS_PROBER}=true")));
             changes.push("os-prober disabled".to_string());
         }
         None => {
             push_line(&mut lines[home], &format!("{OS_PROBER}=true"));
             changes.push("os-prober disabled".to_string());
         }
+    }
+    // Last first, so that the places stay right.
+    inserts.sort();
+    for ((f, n), line) in inserts.into_iter().rev() {
+        if !lines[f][n].ends_with('\n') {
+            lines[f][n].push('\n');
+        }
+        lines[f].insert(n + 1, format!("{line}\n"));
     }
     GrubDefaults {
         texts: lines.into_iter().map(|l| l.concat()).collect(),
@@ -654,16 +693,42 @@ GRUB_DISABLE_OS_PROBER=\"false\"
                 ],
                 0,
             ),
-            // Found by the fuzzer: a word glued to the value is part of it
-            // (`"false"x` is `falsex`); it went to `truex`, and a rerun
-            // rewrote that again.
+            // Found by the fuzzer: values whose shell quoting is not one
+            // word or one string (`"false"x` is `falsex`; `2"root=… a"`
+            // is one word) were rewritten as if they were, and a rerun
+            // rewrote them again. They are left; what must hold is set
+            // on a line added after the last of them.
             (
                 vec![(
                     DEFAULT_GRUB,
-                    "GRUB_DISABLE_OS_PROBER=\"false\"x # keep\nGRUB_DISABLE_OS_PROBER=\"true\"y\n",
+                    "GRUB_DISABLE_OS_PROBER=\"false\"x # keep\nGRUB_DISABLE_OS_PROBER=\"true\"y",
                 )],
                 false,
-                vec!["GRUB_DISABLE_OS_PROBER=\"false\"x # keep\nGRUB_DISABLE_OS_PROBER=true\n"],
+                vec![
+                    "GRUB_DISABLE_OS_PROBER=\"false\"x # keep\nGRUB_DISABLE_OS_PROBER=\"true\"y\n\
+                     GRUB_DISABLE_OS_PROBER=true\n",
+                ],
+                0,
+            ),
+            (
+                vec![
+                    (
+                        DEFAULT_GRUB,
+                        "GRUB_CMDLINE_LINUX=\"a\"\nGRUB_DISABLE_OS_PROBER=x\\ y\n",
+                    ),
+                    (
+                        "/etc/default/grub.d/50-x.cfg",
+                        "GRUB_CMDLINE_LINUX=2\"root=/dev/sda1 net.ifnames=1\"\nGRUB_TIMEOUT=1\n",
+                    ),
+                ],
+                true,
+                vec![
+                    "GRUB_CMDLINE_LINUX=\"a\"\nGRUB_DISABLE_OS_PROBER=x\\ y\n\
+                     GRUB_DISABLE_OS_PROBER=true\n",
+                    "GRUB_CMDLINE_LINUX=2\"root=/dev/sda1 net.ifnames=1\"\n\
+                     GRUB_CMDLINE_LINUX=\"${GRUB_CMDLINE_LINUX} net.ifnames=0 biosdevname=0\"\n\
+                     GRUB_TIMEOUT=1\n",
+                ],
                 0,
             ),
             // Without /etc/default/grub, new lines go to the last drop-in.

@@ -249,7 +249,10 @@ SUBSYSTEM==\"net\", ACTION==\"add\", DRIVERS==\"?*\", ATTR{address}==\"52:54:00:
         let old = "# PCI device 0x8086:0x100e (e1000)\n\
                    SUBSYSTEM==\"net\", KERNEL==\"eth*\", NAME=\"ens192\"\n";
         let got = persistent_rules(old, &m);
-        assert!(!got.contains("PCI device") && !got.contains("KERNEL"), "{got}");
+        assert!(
+            !got.contains("PCI device") && !got.contains("KERNEL"),
+            "{got}"
+        );
         assert_eq!(persistent_rules(&got, &m), got);
     }
 
