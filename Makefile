@@ -7,7 +7,7 @@ ARCHES := x86_64 i686
 OUT ?= out
 STACK_TARGET_DIR := target/stack
 
-.PHONY: all deps deps-peer inputs build stack image test unit lint fmt fuzz qemu-test bench bench-peer bench-all update-pins clean
+.PHONY: all deps deps-peer inputs build stack image test unit lint fmt fuzz qemu-test scenarios bench bench-peer bench-all update-pins clean
 
 all: image
 
@@ -57,13 +57,23 @@ test: deps inputs lint
 
 ## fuzz: every target of fuzz/ under libFuzzer for FUZZ_SECONDS (60) each,
 ## or only FUZZ_TARGETS; installs nightly Rust and cargo-fuzz when missing
-## (see scripts/fuzz.sh and docs/testing.md).
+## (see scripts/fuzz.sh and docs/fuzzing.md).
 fuzz:
 	@scripts/fuzz.sh
 
-## qemu-test: the long QEMU tier (all scenarios).
+## qemu-test: the long QEMU tier: every scenario of docs/testing.md with
+## its prove-the-problem boot, the test guests' variants, the full emulator
+## run.
 qemu-test: deps inputs
 	OSAM_QEMU_FULL=1 $(CARGO) test -p osam-qemu-tests --no-fail-fast -- --test-threads=2
+
+## scenarios: only the end-to-end scenarios (qemu-tests/tests/scenarios.rs):
+## (a), (b), (c); with OSAM_QEMU_FULL=1 all of them, each with its
+## prove-the-problem boot. Guests are cached in
+## $${XDG_CACHE_HOME:-$$HOME/.cache}/osam/guests, logs are left in
+## target/osam-scenarios/.
+scenarios: deps inputs
+	$(CARGO) test -p osam-qemu-tests --test scenarios --no-fail-fast -- --nocapture
 
 ## bench: build time, image sizes, boot to /tmp/fixup (BIOS, UEFI),
 ## smallest VM memory, stage-1 time on reference guest (a) with and

@@ -17,7 +17,6 @@
 //! nothing); and where a format's rewriter owns only some lines, the
 //! comment lines of the file are kept byte for byte.
 
-use std::collections::BTreeMap;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::sync::OnceLock;
 
@@ -352,10 +351,46 @@ fn guest(paths: &[&str], parts: &[&[u8]], extra: &[(&str, &str)]) -> MemFiles {
     m
 }
 
-/// What the executor would leave (on the in-memory guest).
+/// What the executor would leave (on the in-memory guest), including what
+/// the guest writer keeps: the first original of each changed file under
+/// `data/backup/`, listed in `data/manifest.json` (a rerun reads them).
 pub fn apply(files: &MemFiles, plan: &Plan) -> MemFiles {
+    use crate::guestwrite::{Action, BACKUP_DIR, Change, MANIFEST, Manifest};
     let mut out = files.clone();
+    let mut manifest: Manifest = out
+        .files
+        .get(MANIFEST)
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or(Manifest {
+            version: 1,
+            ..Manifest::default()
+        });
     for e in &plan.edits {
+        let (touched, new) = match e {
+            Edit::Write { path, contents, .. } => (vec![path], Some(contents)),
+            Edit::Remove { path } => (vec![path], None),
+            Edit::Rename { from, .. } => (vec![from], None),
+            Edit::Symlink { path, .. } => (vec![path], None),
+        };
+        for p in touched {
+            let Some(orig) = out.files.get(p).cloned() else {
+                continue;
+            };
+            if Some(&orig) == new || manifest.backup_of(p).is_some() {
+                continue;
+            }
+            let backup = format!("{BACKUP_DIR}{p}");
+            out.files.entry(backup.clone()).or_insert(orig);
+            manifest.changes.push(Change {
+                run: 0,
+                step: String::new(),
+                path: p.clone(),
+                action: Action::Modified,
+                backup: Some(backup),
+                before: None,
+                after: None,
+            });
+        }
         match e {
             Edit::Write { path, contents, .. } => {
                 out.links.remove(path);
@@ -374,6 +409,10 @@ pub fn apply(files: &MemFiles, plan: &Plan) -> MemFiles {
                 out.links.insert(path.clone(), target.clone());
             }
         }
+    }
+    if !manifest.changes.is_empty() {
+        let json = serde_json::to_vec(&manifest).unwrap_or_default();
+        out.files.insert(MANIFEST.to_string(), json);
     }
     out
 }
@@ -1283,12 +1322,6 @@ pub fn describe_input(data: &[u8]) -> String {
         }
     }
     s
-}
-
-/// Every target's name with its guest paths (for the docs and the replay's
-/// messages).
-pub fn layout() -> BTreeMap<&'static str, &'static [&'static str]> {
-    TARGETS.iter().map(|t| (t.name, t.files)).collect()
 }
 
 #[cfg(test)]

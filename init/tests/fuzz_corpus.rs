@@ -5,11 +5,11 @@
 //!
 //! `OSAM_FUZZ_CASES` sets the number of mutated cases per target (default
 //! 800, four times that for the cheap binary parsers; 0 replays the corpus
-//! only); `OSAM_FUZZ_SEED` changes the seed. A
-//! failing input is written to `target/fuzz-failures/<target>-<hash>` to be
-//! replayed (`OSAM_FUZZ_FILE=<file> cargo test -p osam-init --test
-//! fuzz_corpus replay_one_file -- --nocapture`, or `cargo fuzz run <target>
-//! <file>`) and kept in the corpus once fixed.
+//! only); `OSAM_FUZZ_SEED` changes the seed. A failing input is written to
+//! `target/fuzz-failures/<target>-<hash>` to be replayed
+//! (`OSAM_FUZZ_FILE=<file> cargo test -p osam-init --test fuzz_corpus
+//! replay_one_file -- --nocapture`, or `cargo fuzz run <target> <file>`)
+//! and kept in the corpus once fixed.
 
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};

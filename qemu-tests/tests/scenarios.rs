@@ -33,7 +33,8 @@
 //! | (f) | (a) on btrfs, subvolumes `@` (`/`) and `@home` | `OSAM_QEMU_FULL=1` |
 //! | (h) | (a), the target's NICs in PCI order taking the source NICs in reverse MAC order | `OSAM_QEMU_FULL=1` |
 //!
-//! (d) LVM and (g) a RHEL-like guest have no recipe yet (docs/testing.md).
+//! (d), root on LVM, is in `scenario_lvm.rs` (its guest is built in a VM);
+//! (g), a RHEL-like guest, has no recipe yet (docs/testing.md).
 //!
 //! Guests, Tools ISOs and stack images come from their caches (built on
 //! first use: root and the Debian archive are needed). Scenario VMs run

@@ -34,6 +34,8 @@
 //! * Naming schemes and device uses are read from the files' settings, not
 //!   their comments; GRUB legacy's `# kopt=` / `# groot=` lines are
 //!   settings (Debian's `update-grub` reads them), its `## ` lines are not.
+//!   A file an earlier run changed is read as it was (its backup in the
+//!   change manifest), so that a rerun builds the same map.
 //! * A `/dev/disk/by-id` or `by-path` link cannot be resolved offline. It is
 //!   tied to a replica disk when the disk's `sourceDevice` is that link, when
 //!   an fstab entry `<link>-partN` mounts where the map says partition N of
@@ -614,8 +616,26 @@ impl IdentityMap {
         let mut device_map = Vec::new();
         // PARTUUIDs named for the root file system.
         let mut root_parts = Vec::new();
+        // On a rerun, a file an earlier run changed is judged by its
+        // original (its backup in the change manifest): the evidence of
+        // the source's naming is what the source guest had, not what the
+        // first run wrote (which removed it, and a rerun would decide
+        // otherwise, e.g. alias a naming scheme the first run found
+        // ambiguous).
+        let manifest: Option<crate::guestwrite::Manifest> = files
+            .read(crate::guestwrite::MANIFEST)
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let read = |path: &str| -> Option<String> {
+            manifest
+                .as_ref()
+                .and_then(|m| m.backup_of(path))
+                .and_then(|b| files.read(b).ok().flatten())
+                .or_else(|| files.read(path).ok().flatten())
+        };
         for path in REFERENCE_FILES {
-            if let Ok(Some(text)) = files.read(path) {
+            if let Some(text) = read(path) {
                 dev_references(&text, &mut refs);
                 let settings = live_text(path, &text);
                 dev_references(&settings, &mut live);
@@ -650,7 +670,7 @@ impl IdentityMap {
                     continue;
                 }
                 let path = format!("{dir}/{name}");
-                if let Ok(Some(text)) = files.read(&path) {
+                if let Some(text) = read(&path) {
                     dev_references(&text, &mut refs);
                     let settings = live_text(&path, &text);
                     dev_references(&settings, &mut live);
@@ -1821,6 +1841,54 @@ mod tests {
         assert!(!is_update_grub_setting("# e.g. kopt=root=/dev/hda1 ro"));
         assert!(!is_update_grub_setting("boot=/dev/vda"));
         assert!(!is_update_grub_setting(" kopt = not one"));
+    }
+
+    #[test]
+    fn a_rerun_judges_the_naming_by_the_originals() {
+        // Found by the fuzzer: the first run rewrote the only /dev/sd*
+        // reference, so a rerun saw one foreign scheme (vd) and aliased it,
+        // which the first run had refused as ambiguous.
+        use crate::guestwrite::{Action, BACKUP_DIR, Change, MANIFEST, Manifest};
+        let inputs = test_inputs(
+            &one_disk(
+                "/dev/sda",
+                &format!(r#"{{"number":4,"fsType":"swap","sourceUuid":"{U2}"}}"#),
+            ),
+            "uuid",
+        );
+        let original = "add_device+=\" /dev/sda4 \"\n";
+        let resume = ("/etc/initramfs-tools/conf.d/resume", "RESUME=/dev/vda4\n");
+        let first = MemFiles::new()
+            .with("/etc/dracut.conf", original)
+            .with(resume.0, resume.1);
+        let (m, w) = IdentityMap::build(&inputs, &[], &first);
+        assert_eq!(m.rewrite("/dev/vda4"), None, "{w:?}");
+        let after = MemFiles::new()
+            .with(
+                "/etc/dracut.conf",
+                &format!("add_device+=\" /dev/disk/by-uuid/{U2} \"\n"),
+            )
+            .with(resume.0, resume.1);
+        let (m, _) = IdentityMap::build(&inputs, &[], &after);
+        assert!(m.rewrite("/dev/vda4").is_some(), "no originals: aliased");
+        let manifest = Manifest {
+            version: 1,
+            runs: Vec::new(),
+            changes: vec![Change {
+                run: 0,
+                step: "fstab".into(),
+                path: "/etc/dracut.conf".into(),
+                action: Action::Modified,
+                backup: Some(format!("{BACKUP_DIR}/etc/dracut.conf")),
+                before: None,
+                after: None,
+            }],
+        };
+        let rerun = after
+            .with(&format!("{BACKUP_DIR}/etc/dracut.conf"), original)
+            .with(MANIFEST, &serde_json::to_string(&manifest).unwrap());
+        let (m, _) = IdentityMap::build(&inputs, &[], &rerun);
+        assert_eq!(m.rewrite("/dev/vda4"), None);
     }
 
     #[test]
