@@ -75,6 +75,11 @@ pub mod codes {
     /// setting is commented out, so that `grub-mkconfig` names the root by
     /// UUID (a warning).
     pub const BOOTLOADER_FORCE_PARTUUID_DISABLED: &str = "bootloader.force_partuuid_disabled";
+    /// `GRUB_DISABLE_LINUX_UUID=true` (in `/etc/default/grub` or a
+    /// drop-in) would make `grub-mkconfig` name the root by the device
+    /// name the stack sees: the setting is commented out, so that the root
+    /// is named by UUID (a warning).
+    pub const BOOTLOADER_LINUX_UUID_ENABLED: &str = "bootloader.linux_uuid_enabled";
     /// The stack has no stage-2 agent for this guest (a warning): the
     /// guest is not switched to single-user mode.
     pub const STAGE2_AGENT_MISSING: &str = "stage2.agent_missing";

@@ -74,6 +74,21 @@ pub enum Error {
         /// Its last lines.
         tail: String,
     },
+    /// The guest reached a state it cannot leave by itself (an initramfs
+    /// shell, a kernel panic, systemd's emergency mode).
+    #[error(
+        "the guest reached a dead end while waiting for {what}: {line}\n--- last lines of the serial log {log} ---\n{tail}"
+    )]
+    DeadEnd {
+        /// What was awaited.
+        what: String,
+        /// The serial line that shows it.
+        line: String,
+        /// The serial log file.
+        log: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
     /// A QMP exchange failed.
     #[error("QMP {command}: {reason}")]
     Qmp {

@@ -1011,6 +1011,39 @@ impl Vm {
         }
     }
 
+    /// [`Vm::wait_exit`], but fails early with [`Error::DeadEnd`] when
+    /// [`dead_end`] finds the guest stuck in its serial log (checked
+    /// every few seconds), instead of waiting out the whole `timeout`.
+    pub fn wait_exit_or_dead_end(&mut self, timeout: Duration, what: &str) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let mut next_look = Instant::now();
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Ok(status);
+            }
+            if Instant::now() >= next_look {
+                next_look = Instant::now() + DEAD_END_LOOK;
+                if let Some(line) = dead_end(&self.serial_log()) {
+                    return Err(Error::DeadEnd {
+                        what: what.to_owned(),
+                        line,
+                        log: self.serial_log.clone(),
+                        tail: self.serial_tail(LOG_TAIL_LINES),
+                    });
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: what.to_owned(),
+                    timeout,
+                    log: self.serial_log.clone(),
+                    tail: self.serial_tail(LOG_TAIL_LINES),
+                });
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
     /// Powers the VM off over QMP: the ACPI power button
     /// (`system_powerdown`), up to `grace` for the guest to shut down, then
     /// `quit`; a QEMU that still runs 10 s later is killed. A guest whose
@@ -1094,9 +1127,50 @@ impl Drop for Vm {
     }
 }
 
+/// How often [`Vm::wait_exit_or_dead_end`] reads the serial log.
+const DEAD_END_LOOK: Duration = Duration::from_secs(3);
+
+/// The first serial line that shows a guest stuck for good: the Debian
+/// initramfs giving up on its root ("ALERT! … does not exist. Dropping
+/// to a shell!"), dracut's or systemd's emergency mode, a kernel panic.
+/// `None` while none is there. (Single-user mode, where stage 2 runs, is
+/// systemd's *rescue* mode and does not count.)
+pub fn dead_end(serial: &str) -> Option<String> {
+    const SIGNS: [&str; 5] = [
+        "Dropping to a shell!",
+        "Kernel panic - not syncing",
+        "You are in emergency mode",
+        "Entering emergency mode",
+        "Gave up waiting for root file system device",
+    ];
+    serial
+        .lines()
+        .find(|l| SIGNS.iter().any(|s| l.contains(s)))
+        .map(|l| l.trim().to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_ends() {
+        let initramfs = "Begin: Running /scripts/local-block ... done.\n\
+            Gave up waiting for root file system device.  Common problems:\n\
+            ALERT!  /dev/sdb1 does not exist.  Dropping to a shell!\n(initramfs) ";
+        assert_eq!(
+            dead_end(initramfs).as_deref(),
+            Some("Gave up waiting for root file system device.  Common problems:")
+        );
+        assert!(dead_end("[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root").is_some());
+        assert!(dead_end("You are in emergency mode. After logging in, type").is_some());
+        // Single-user mode (stage 2) and a normal boot are not dead ends.
+        assert_eq!(
+            dead_end("You are in rescue mode. After logging in, type \"journalctl -xb\"\nlogin:"),
+            None
+        );
+        assert_eq!(dead_end(""), None);
+    }
 
     #[test]
     fn command_line() {

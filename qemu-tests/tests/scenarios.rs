@@ -50,7 +50,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use osam_qemu::emulator::blueprint::normalize_mac;
 use osam_qemu::emulator::{self, Blueprint, Boot, RunOptions, RunReport, blueprint_for_guest};
-use osam_qemu::guests::check::{CHECK_BEGIN, CHECK_END, GuestCheck};
+use osam_qemu::guests::check::{
+    CHECK_BEGIN, CHECK_END, GuestCheck, is_stable_root, kernel_root_arg,
+};
 use osam_qemu::guests::mirror::host_mirror;
 use osam_qemu::guests::recipe::{DEBIAN_SUITE, NicAddress, kernel_partition_name};
 use osam_qemu::guests::tools_iso::tools_iso;
@@ -507,6 +509,19 @@ fn assert_fixed(image: &GuestImage, bp: &Blueprint, report: &RunReport) -> Resul
     );
     for t in ["rescue", "emergency"] {
         expect(!check.is_active(t), format!("{t}.target is active"));
+    }
+    // The boot loader names the root in a way the move keeps, whatever
+    // the source did (these guests name it /dev/sda1; the stack saw the
+    // disk as sda or sdb, depending on the order it was found in).
+    match kernel_root_arg(&text) {
+        None => expect(
+            false,
+            "no root= on the check boot's kernel command line".into(),
+        ),
+        Some(root) => expect(
+            is_stable_root(&root),
+            format!("the kernel boots with root={root}, a disk name the target need not keep"),
+        ),
     }
     expect(
         image.manifest.kernels.contains(&check.kernel),

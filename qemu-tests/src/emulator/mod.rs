@@ -566,6 +566,13 @@ fn wait_failure(step: &str, awaited: &str, error: Error) -> Failure {
             tail,
             Some(log),
         ),
+        Error::DeadEnd {
+            line, tail, log, ..
+        } => (
+            format!("the guest is stuck before {awaited}: {line}"),
+            tail,
+            Some(log),
+        ),
         other => (other.to_string(), String::new(), None),
     };
     let mut failure = Failure::new(step, message);
@@ -956,7 +963,7 @@ impl Runner<'_> {
         let mut vm = self.start_vm(Boot::Stage2)?;
         let timeout = Duration::from_secs(self.blueprint.timeouts.stage2_seconds);
         let status = vm
-            .wait_exit(timeout, "the guest to power itself off")
+            .wait_exit_or_dead_end(timeout, "the guest to power itself off")
             .map_err(|e| {
                 wait_failure(
                     "waiting for stage 2 to power off",
@@ -989,16 +996,32 @@ impl Runner<'_> {
         let mut vm = self.start_vm(Boot::Check)?;
         let timeout = Duration::from_secs(self.blueprint.timeouts.check_seconds);
         let log = vm.serial_log_path().to_path_buf();
-        let block = vm
+        // The check block, or the line that shows the guest stuck.
+        let seen = vm
             .wait_for(
                 || {
                     let bytes = fs::read(&log).ok()?;
-                    check_block(&String::from_utf8_lossy(&bytes))
+                    let text = String::from_utf8_lossy(&bytes);
+                    check_block(&text)
+                        .map(Ok)
+                        .or_else(|| crate::vm::dead_end(&text).map(Err))
                 },
                 timeout,
                 CHECK_END,
             )
             .map_err(|e| wait_failure("waiting for the check block", CHECK_END, e))?;
+        let block = seen.map_err(|line| {
+            let mut failure = Failure::new(
+                "waiting for the check block",
+                format!("the guest is stuck before {CHECK_END}: {line}"),
+            );
+            failure.tail = format!(
+                "--- last lines of the serial log ({}) ---\n{}\n",
+                log.display(),
+                vm.serial_tail(TAIL_LINES)
+            );
+            failure
+        })?;
         self.say(&format!(
             "check: the guest's check block:\n{}",
             block.trim_end()

@@ -342,9 +342,79 @@ pub fn wait_for_check(vm: &mut Vm, mark: usize, timeout: Duration) -> Result<Gue
     })
 }
 
+/// The `root=` argument of the last kernel command line in a serial log
+/// (the kernel prints "Kernel command line: …" as it starts).
+pub fn kernel_root_arg(serial: &str) -> Option<String> {
+    serial
+        .lines()
+        .filter_map(|l| l.split_once("Kernel command line:").map(|(_, c)| c))
+        .next_back()?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("root="))
+        .map(str::to_owned)
+}
+
+/// Whether a `root=` value names the root in a way a move to other
+/// hardware keeps: by file-system UUID, label or PARTUUID, or by a
+/// device-mapper, LVM or md name, not by a kernel disk name (`/dev/sda1`,
+/// `/dev/vdb2`, `/dev/nvme0n1p1`, which follow the order the disks are
+/// found in).
+pub fn is_stable_root(value: &str) -> bool {
+    let v = value.to_ascii_uppercase();
+    if ["UUID=", "LABEL=", "PARTUUID=", "PARTLABEL="]
+        .iter()
+        .any(|p| v.starts_with(p))
+    {
+        return true;
+    }
+    let Some(dev) = value.strip_prefix("/dev/") else {
+        return false;
+    };
+    if dev.starts_with("disk/by-") {
+        return !dev.starts_with("disk/by-path/");
+    }
+    !["sd", "vd", "hd", "xvd", "nvme", "mmcblk"]
+        .iter()
+        .any(|p| dev.starts_with(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_arguments() {
+        let log = "[    0.0] Command line: BOOT_IMAGE=/x root=/dev/sda1 ro\r\n\
+                   [    0.0] Kernel command line: BOOT_IMAGE=/boot/vmlinuz root=/dev/sda1 ro\n\
+                   reboot\n\
+                   [    0.0] Kernel command line: BOOT_IMAGE=/boot/vmlinuz root=UUID=3c8f ro\n";
+        assert_eq!(kernel_root_arg(log).as_deref(), Some("UUID=3c8f"));
+        assert_eq!(kernel_root_arg("no kernel here"), None);
+        assert_eq!(kernel_root_arg("Kernel command line: ro quiet"), None);
+        for stable in [
+            "UUID=3c8f",
+            "uuid=3c8f",
+            "LABEL=root",
+            "PARTUUID=0b6c-01",
+            "/dev/mapper/vg0-root",
+            "/dev/vg0/root",
+            "/dev/md0",
+            "/dev/disk/by-uuid/3c8f",
+        ] {
+            assert!(is_stable_root(stable), "{stable}");
+        }
+        for unstable in [
+            "/dev/sda1",
+            "/dev/sdb1",
+            "/dev/vda2",
+            "/dev/nvme0n1p1",
+            "/dev/xvda1",
+            "/dev/disk/by-path/pci-0000:00:10.0-scsi-0:0:0:0-part1",
+            "sda1",
+        ] {
+            assert!(!is_stable_root(unstable), "{unstable}");
+        }
+    }
 
     const BLOCK: &str = "[  OK  ] Reached target multi-user.target\r\n\
         osam-deb12 login: OSAM-CHECK-BEGIN\r\n\

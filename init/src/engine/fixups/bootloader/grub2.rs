@@ -2,7 +2,8 @@
 //! (Ubuntu's cloud images ship some): the kernel command line of
 //! `GRUB_CMDLINE_LINUX` and `GRUB_CMDLINE_LINUX_DEFAULT` (rewritten with
 //! [`cmdline::rewrite`](super::cmdline::rewrite)), Ubuntu's
-//! `GRUB_FORCE_PARTUUID`, and `GRUB_DISABLE_OS_PROBER=true`.
+//! `GRUB_FORCE_PARTUUID`, `GRUB_DISABLE_LINUX_UUID` and
+//! `GRUB_DISABLE_OS_PROBER=true`.
 //!
 //! `grub-mkconfig` sources `/etc/default/grub` and then each drop-in in
 //! name order, so a later assignment wins: the command-line rules apply
@@ -19,6 +20,14 @@
 //! that `grub-mkconfig` names the root by `UUID=` and boots with the
 //! initramfs (a `bootloader.force_partuuid_disabled` warning).
 //!
+//! `GRUB_DISABLE_LINUX_UUID=true` makes `10_linux` write
+//! `root=<the root's device>` as `grub-probe` finds it, and that is the
+//! name the fixup stack gives the disk (`/dev/sdb1` when the stack's own
+//! disk comes first), which the target's disk order need not keep. It is
+//! commented out too, so that the root is named by UUID (a
+//! `bootloader.linux_uuid_enabled` warning); what the source guest wanted,
+//! a root named by device, does not survive a move of hardware anyway.
+//!
 //! The values are shell words: double-quoted, single-quoted or bare. The
 //! rewrite works on the text between the quotes and keeps the quote style
 //! (a bare value that gains a space gets double quotes); `$VAR` references
@@ -33,6 +42,7 @@
 //! guests keep the setting (undo restores the file).
 
 use super::cmdline::{self, CmdlineOpts};
+use crate::error::codes;
 
 pub const DEFAULT_GRUB: &str = "/etc/default/grub";
 /// The drop-ins `grub-mkconfig` sources after [`DEFAULT_GRUB`]
@@ -43,6 +53,7 @@ const LINUX_DEFAULT: &str = "GRUB_CMDLINE_LINUX_DEFAULT";
 const OS_PROBER: &str = "GRUB_DISABLE_OS_PROBER";
 const BLSCFG: &str = "GRUB_ENABLE_BLSCFG";
 const FORCE_PARTUUID: &str = "GRUB_FORCE_PARTUUID";
+const DISABLE_LINUX_UUID: &str = "GRUB_DISABLE_LINUX_UUID";
 
 /// What [`rewrite_default_grub`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -162,8 +173,8 @@ pub struct GrubDefaults {
     /// The files' new texts, in the order given.
     pub texts: Vec<String>,
     pub changes: Vec<String>,
-    /// Messages for `bootloader.force_partuuid_disabled` warnings.
-    pub warnings: Vec<String>,
+    /// Warnings: (code, message).
+    pub warnings: Vec<(&'static str, String)>,
     /// `GRUB_ENABLE_BLSCFG`, where set (the last setting).
     pub blscfg: Option<bool>,
 }
@@ -272,10 +283,29 @@ pub fn rewrite_defaults(files: &[(&str, &str)], opts: &CmdlineOpts) -> GrubDefau
                         }
                     };
                     changes.push(format!("{FORCE_PARTUUID}={p} commented out"));
-                    warnings.push(format!(
-                        "{}: {FORCE_PARTUUID}={p} commented out: {why}; grub-mkconfig now \
-                         names the root by UUID and boots with the initramfs",
-                        files[f].0
+                    warnings.push((
+                        codes::BOOTLOADER_FORCE_PARTUUID_DISABLED,
+                        format!(
+                            "{}: {FORCE_PARTUUID}={p} commented out: {why}; grub-mkconfig now \
+                             names the root by UUID and boots with the initramfs",
+                            files[f].0
+                        ),
+                    ));
+                    line.insert(0, '#');
+                }
+                // grub-mkconfig would write the root's device name as the
+                // stack sees it (`root=/dev/sdb1`), which is neither the
+                // source's nor, for sure, the target's.
+                DISABLE_LINUX_UUID if plain && a.inner.trim() == "true" => {
+                    changes.push(format!("{DISABLE_LINUX_UUID}=true commented out"));
+                    warnings.push((
+                        codes::BOOTLOADER_LINUX_UUID_ENABLED,
+                        format!(
+                            "{}: {DISABLE_LINUX_UUID}=true commented out: grub-mkconfig would \
+                             name the root by the device name the fixup stack gives it, which \
+                             the target's disk order need not keep; the root is now named by UUID",
+                            files[f].0
+                        ),
                     ));
                     line.insert(0, '#');
                 }
@@ -636,6 +666,38 @@ GRUB_DISABLE_OS_PROBER=\"false\"
                 false,
                 vec!["GRUB_DISABLE_OS_PROBER=true\n", &moved_off],
                 1,
+            ),
+            // A root named by device (what the Debian installer writes
+            // for no UUID): commented out wherever it is set to true,
+            // quoted or not; `false` and a commented line stay.
+            (
+                vec![
+                    (
+                        DEFAULT_GRUB,
+                        "GRUB_DISABLE_OS_PROBER=true\nGRUB_DISABLE_LINUX_UUID=true\n",
+                    ),
+                    (
+                        "/etc/default/grub.d/50-uuid.cfg",
+                        "export GRUB_DISABLE_LINUX_UUID=\"true\" # by path\n",
+                    ),
+                ],
+                false,
+                vec![
+                    "GRUB_DISABLE_OS_PROBER=true\n#GRUB_DISABLE_LINUX_UUID=true\n",
+                    "#export GRUB_DISABLE_LINUX_UUID=\"true\" # by path\n",
+                ],
+                2,
+            ),
+            (
+                vec![(
+                    DEFAULT_GRUB,
+                    "GRUB_DISABLE_OS_PROBER=true\nGRUB_DISABLE_LINUX_UUID=false\n#GRUB_DISABLE_LINUX_UUID=true\n",
+                )],
+                false,
+                vec![
+                    "GRUB_DISABLE_OS_PROBER=true\nGRUB_DISABLE_LINUX_UUID=false\n#GRUB_DISABLE_LINUX_UUID=true\n",
+                ],
+                0,
             ),
             // A drop-in that replaces GRUB_CMDLINE_LINUX gets the NIC
             // options (the main file's value no longer counts), and both

@@ -504,11 +504,8 @@ fn plan_defaults(
         done.push(format!("grub.d drop-ins: {drop_ins}"));
     }
     changes.extend(r.changes);
-    plan.warnings.extend(
-        r.warnings
-            .into_iter()
-            .map(|m| Warning::new(codes::BOOTLOADER_FORCE_PARTUUID_DISABLED, m)),
-    );
+    plan.warnings
+        .extend(r.warnings.into_iter().map(|(c, m)| Warning::new(c, m)));
     Ok(())
 }
 
