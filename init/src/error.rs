@@ -101,6 +101,9 @@ pub mod codes {
     /// Stage 1 is already running on this machine: another `fixupctl run`
     /// or `fixupctl undo` holds the stage-1 lock (the message names it).
     pub const STAGE1_LOCKED: &str = "stage1.locked";
+    /// The test-only hold file (`osam-test-hold`) was still there after
+    /// the longest hold; the run went on (a warning; tests only).
+    pub const TEST_HOLD_TIMEOUT: &str = "test.hold_timeout";
     /// A network configuration file still names a source NIC name or
     /// source MAC after the network fixup planned its changes (a warning
     /// naming the file and line).

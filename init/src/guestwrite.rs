@@ -115,6 +115,12 @@ pub struct RunRecord {
     pub migration_id: String,
     pub started_at: String,
     pub stack_version: String,
+    /// The run's initramfs step finished (the images embed every change
+    /// of this run and the runs before). A run cut short (a power cut)
+    /// leaves it false, so that the next run's initramfs step still sees
+    /// that run's changes. Absent in older manifests: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initramfs_done: bool,
 }
 
 /// `data/manifest.json`: every change of every run, appended to.
@@ -201,6 +207,33 @@ impl<'a> GuestWriter<'a> {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Records that this run's initramfs step finished, durably.
+    pub fn initramfs_done(&mut self) -> Result<(), WriteError> {
+        if let Some(run) = self.manifest.runs.get_mut(self.run) {
+            run.initramfs_done = true;
+        }
+        self.save()
+    }
+
+    /// The paths changed since the initramfs images were last built: by
+    /// this run, and by earlier runs after the last one whose initramfs
+    /// step finished (a run cut short between its edits and its rebuild
+    /// leaves images that do not embed its edits).
+    pub fn changed_since_initramfs(&self) -> Vec<String> {
+        let m = &self.manifest;
+        let first = m.runs[..self.run.min(m.runs.len())]
+            .iter()
+            .rposition(|r| r.initramfs_done)
+            .map_or(0, |i| i + 1);
+        let mut paths: Vec<String> = Vec::new();
+        for c in m.changes.iter().filter(|c| c.run >= first) {
+            if !paths.contains(&c.path) {
+                paths.push(c.path.clone());
+            }
+        }
+        paths
     }
 
     pub fn root(&self) -> &GuestRoot {
@@ -755,6 +788,7 @@ mod tests {
             migration_id: "mig-1".into(),
             started_at: "2026-11-25T19:00:00Z".into(),
             stack_version: "0.1.0".into(),
+            initramfs_done: false,
         }
     }
 
@@ -777,6 +811,37 @@ mod tests {
         )
         .unwrap();
         d
+    }
+
+    /// A run cut short (power cut) after its edits and before its
+    /// initramfs rebuild: the next run must still see those edits as
+    /// changes the images do not embed yet (else a rerun finds fstab
+    /// already fixed and keeps a stale initramfs); once a run's initramfs
+    /// step finished, they are no longer reported.
+    #[test]
+    fn changes_of_a_killed_run_count_until_an_initramfs_step_finishes() {
+        let d = tree();
+        let root = GuestRoot::open(d.path()).unwrap();
+        // Run 0: the fstab edit, then the power cut (no initramfs_done).
+        let mut w = GuestWriter::open(&root, run()).unwrap();
+        w.step = "fstab".into();
+        w.write("/etc/fstab", b"UUID=x / ext4 defaults 0 1\n", 0o644)
+            .unwrap();
+        assert_eq!(w.changed_since_initramfs(), ["/etc/fstab"]);
+        drop(w);
+        // Run 1: fstab is already right (no change of its own).
+        let mut w = GuestWriter::open(&root, run()).unwrap();
+        w.save().unwrap();
+        assert_eq!(w.changed_since_initramfs(), ["/etc/fstab"]);
+        w.initramfs_done().unwrap();
+        drop(w);
+        let text = fs::read_to_string(d.path().join(&MANIFEST[1..])).unwrap();
+        assert!(text.contains("\"initramfsDone\": true"), "{text}");
+        // Run 2: the images embed everything.
+        let w = GuestWriter::open(&root, run()).unwrap();
+        assert!(w.changed_since_initramfs().is_empty());
+        assert_eq!(w.manifest().runs.len(), 3);
+        assert!(!w.manifest().runs[0].initramfs_done);
     }
 
     #[test]

@@ -27,41 +27,30 @@
 //! `target/osam-scenarios/scenario-d-<guest>/`; every failure names the
 //! step and shows the logs' last lines.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use osam_qemu::emulator::{self, Boot, RunOptions, blueprint_for_guest};
-use osam_qemu::guests::check::{CHECK_BEGIN, CHECK_END, GuestCheck, wait_for_check};
+use anyhow::{Context, Result, ensure};
+use osam_qemu::emulator::{self, blueprint_for_guest};
+use osam_qemu::guests::check::{GuestCheck, wait_for_check};
 use osam_qemu::guests::lvm::{LvmGuest, LvmRecipe, lvm_guest_image};
 use osam_qemu::guests::mirror::host_mirror;
-use osam_qemu::guests::recipe::DEBIAN_SUITE;
+use osam_qemu::guests::recipe::{DEBIAN_SUITE, NicAddress};
 use osam_qemu::guests::tools_iso::tools_iso;
 use osam_qemu::guests::{GuestArch, Hardware};
 use osam_qemu::image::stack_image;
-use osam_qemu::paths::{tail_lines, workspace_root};
-use osam_qemu::vm::{Vm, VmConfig};
+use osam_qemu::scenario::{
+    Expected, ExpectedMount, ExpectedNic, POWER_OFF_GRACE_SECONDS, PROBLEM_TIMEOUT, Problem,
+    assert_fixed, full, logs_dir, passed_line, prove_the_problem, run_flow, with_vm,
+};
 
 /// From QEMU's start to the check block on the source hardware.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
-/// From QEMU's start to the unfixed initramfs giving up on the root (it
-/// waits about 30 s) or to a check block.
-const PROBLEM_TIMEOUT: Duration = Duration::from_secs(480);
-/// How long the check boot's guest gets for the ACPI power-off before
-/// `quit` (its overlay is thrown away).
-const POWER_OFF_GRACE_SECONDS: u64 = 5;
-/// Lines of a log shown with a failure.
-const TAIL: usize = 60;
 
 static ONE_VM: Mutex<()> = Mutex::new(());
 
 fn one_vm() -> MutexGuard<'static, ()> {
     ONE_VM.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn full() -> bool {
-    std::env::var_os("OSAM_QEMU_FULL").is_some_and(|v| v == "1")
 }
 
 /// Guest (d), built or from the cache, with what its build took.
@@ -132,29 +121,6 @@ fn check_manifest(guest: &LvmGuest) -> Result<()> {
         "partitions {parts:?}"
     );
     Ok(())
-}
-
-/// Starts a VM, runs `phase`; on failure prints the serial log's last
-/// lines. QEMU is killed when the phase ends.
-fn with_vm<T>(
-    name: &str,
-    config: &VmConfig,
-    phase: impl FnOnce(&mut Vm) -> Result<T>,
-) -> Result<T> {
-    let mut vm = Vm::start(config).with_context(|| format!("{name}: starting QEMU"))?;
-    let outcome = phase(&mut vm);
-    if outcome.is_err() {
-        eprintln!(
-            "===== {name}: last {TAIL} lines of the serial log ({}) =====\n{}\n\
-             ===== QEMU's output =====\n{}\n===== end =====",
-            vm.serial_log_path().display(),
-            vm.serial_tail(TAIL),
-            vm.qemu_output().trim()
-        );
-    }
-    vm.kill();
-    eprintln!("{name}: VM ran {:.1?}", vm.elapsed());
-    outcome.with_context(|| format!("{name} failed"))
 }
 
 /// Whether the check block mounts `mountpoint` from one of `devices` as
@@ -228,49 +194,6 @@ fn guest_d_lvm_boots_at_the_source() -> Result<()> {
     })
 }
 
-/// `target/osam-scenarios/<id>/`, emptied.
-fn logs_dir(id: &str) -> Result<PathBuf> {
-    let dir = workspace_root().join("target/osam-scenarios").join(id);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
-
-/// Boots the unfixed guest on VMware hardware: its initramfs must give
-/// up on the root LV (no `vmw_pvscsi`, so no disk, so no PV). Returns the
-/// ALERT line.
-fn prove_the_problem(guest: &LvmGuest, logs: &Path) -> Result<String> {
-    let config = guest.image.vm_config(
-        Hardware::Vmware,
-        logs,
-        logs.join("unfixed-on-vmware.serial.log"),
-    )?;
-    let root = guest.details.root_device.clone();
-    with_vm("the unfixed guest on VMware hardware", &config, |vm| {
-        let log = vm.serial_log_path().to_path_buf();
-        let seen = vm.wait_for(
-            || {
-                let text = String::from_utf8_lossy(&std::fs::read(&log).ok()?).into_owned();
-                if text.contains(CHECK_BEGIN) && text.contains(CHECK_END) {
-                    return Some(Err(()));
-                }
-                text.lines()
-                    .find(|l| l.contains("ALERT!") && l.contains("does not exist"))
-                    .map(|l| Ok(l.trim().to_owned()))
-            },
-            PROBLEM_TIMEOUT,
-            "the initramfs's \"ALERT! … does not exist\"",
-        )?;
-        match seen {
-            Ok(line) if line.contains(&root) => Ok(line),
-            Ok(line) => bail!("the initramfs gave up on something else than {root}: {line}"),
-            Err(()) => bail!("the unfixed guest booted on VMware hardware: this proves nothing"),
-        }
-    })
-}
-
 #[test]
 fn scenario_d_lvm_root() -> Result<()> {
     if !full() {
@@ -302,9 +225,15 @@ fn scenario_d_lvm_root() -> Result<()> {
         serde_json::to_string_pretty(&bp)? + "\n",
     )?;
 
-    // 1. The problem.
+    // 1. The problem: the initramfs gives up on the root LV (no
+    // `vmw_pvscsi`, so no disk, so no PV); booting at all proves nothing.
     let t = Instant::now();
-    let alert = prove_the_problem(&guest, &logs)
+    let problem = Problem {
+        root: Some(guest.details.root_device.clone()),
+        network_problem_suffices: false,
+        timeout: Some(PROBLEM_TIMEOUT),
+    };
+    let alert = prove_the_problem(image, &logs, &problem)
         .with_context(|| format!("{id}: proving the problem (logs in {})", logs.display()))?;
     let problem_s = t.elapsed().as_secs_f64();
     say(&format!(
@@ -312,179 +241,58 @@ fn scenario_d_lvm_root() -> Result<()> {
     ));
 
     // 2. The manager's whole flow.
-    let mut options = RunOptions::new(&stack.vmdk, &logs);
-    options.tools_iso = Some(iso.path.clone());
-    let t = Instant::now();
-    let report = emulator::run(&bp, &options, &mut |line| eprintln!("[{id}] {line}"));
-    let run_s = t.elapsed().as_secs_f64();
-    say(&format!(
-        "the run took {run_s:.1} s (logs in {}):\n{}",
-        logs.display(),
-        report.summary()
-    ));
-    if let Some(failure) = &report.failure {
-        bail!(
-            "{id}: the run failed at {failure}\n(every log of the run: {})",
-            logs.display()
-        );
-    }
+    let (report, run_s) = run_flow(&id, &bp, &stack.vmdk, &iso.path, &logs)?;
 
     // 3. The fixed guest.
-    let serial = report
-        .serial_log(Boot::Check)
-        .context("no serial log of the check boot")?
-        .to_path_buf();
-    let serial_text = String::from_utf8_lossy(&std::fs::read(&serial)?).replace('\r', "");
-    let fixup_log = report
-        .logs
-        .fixup_log
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
-    let check = assert_fixed(&report, &serial_text).with_context(|| {
-        format!(
-            "{id}: the fixed guest (logs in {})\n--- last lines of the check boot's serial log \
-             ({}) ---\n{}\n--- last lines of fixup.log ---\n{}",
-            logs.display(),
-            serial.display(),
-            tail_lines(&serial_text, TAIL),
-            tail_lines(&fixup_log, TAIL)
-        )
-    })?;
-    let line = format!(
-        "{id}: PASSED in {:.1} s (inputs {inputs_s:.1} s, prove-the-problem {problem_s:.1} s, \
-         run {run_s:.1} s: {}); kernel {}, NICs {}, mounts {}",
+    let check = assert_fixed(&report, &expected())
+        .with_context(|| format!("{id}: the fixed guest (logs in {})", logs.display()))?;
+    let line = passed_line(
+        &id,
         t0.elapsed().as_secs_f64(),
-        report
-            .phases
-            .iter()
-            .map(|p| format!("{} {:.0}", p.name, p.seconds))
-            .collect::<Vec<_>>()
-            .join(", "),
-        check.kernel,
-        check
-            .nics
-            .iter()
-            .map(|n| format!("{} {} {}", n.name, n.mac, n.ipv4.join(",")))
-            .collect::<Vec<_>>()
-            .join("; "),
-        check
-            .mounts
-            .iter()
-            .map(|m| format!("{} {}", m.device, m.mountpoint))
-            .collect::<Vec<_>>()
-            .join("; ")
+        inputs_s,
+        problem_s,
+        run_s,
+        &report,
+        &check,
     );
     eprintln!("{line}");
     std::fs::write(logs.join("passed.txt"), line + "\n")?;
     Ok(())
 }
 
-/// The run's result, stage 2's outcome and the check block of the last
-/// boot; collects every problem before failing. Returns the check block.
-fn assert_fixed(report: &emulator::RunReport, serial: &str) -> Result<GuestCheck> {
-    let mut problems: Vec<String> = Vec::new();
-    let mut expect = |ok: bool, what: String| {
-        if !ok {
-            problems.push(what);
-        }
+/// What the fixed guest (d) must show: no step failed, the initramfs and
+/// the boot loader changed; multi-user, not rescue or emergency; the
+/// stage-2 code gone; `eth0` on DHCP (10.0.2.x) and `eth1` with
+/// 192.168.50.10/24, on the target MACs; `/` from the root LV and `/boot`
+/// from `/dev/sda1`, both ext4.
+fn expected() -> Expected {
+    let nic = |i: usize, address: NicAddress| ExpectedNic {
+        name: format!("eth{i}"),
+        mac: emulator::guest::target_mac(i),
+        source: format!("ethernet{i}"),
+        address: Some(address),
     };
-    let result = report.result.as_ref().context("no result.json")?;
-    expect(
-        result["status"] == "success",
-        format!("result.json status {}", result["status"]),
-    );
-    let steps: Vec<(String, String)> = result["steps"]
-        .as_array()
-        .map(|steps| {
-            steps
-                .iter()
-                .map(|s| {
-                    (
-                        s["id"].as_str().unwrap_or("?").to_owned(),
-                        s["status"].as_str().unwrap_or("?").to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    for (id, status) in &steps {
-        expect(status != "failed", format!("result.json: step {id} failed"));
+    let mount = |mountpoint: &str, devices: &[&str]| ExpectedMount {
+        mountpoint: mountpoint.into(),
+        devices: devices.iter().map(|d| (*d).to_owned()).collect(),
+        fstype: "ext4".into(),
+    };
+    Expected {
+        steps: vec![
+            ("initramfs".into(), "changed".into()),
+            ("bootloader".into(), "changed".into()),
+        ],
+        nics: vec![
+            nic(0, NicAddress::Dhcp),
+            nic(
+                1,
+                NicAddress::Static {
+                    address: "192.168.50.10/24".into(),
+                    gateway: None,
+                },
+            ),
+        ],
+        mounts: vec![mount("/", &ROOT_LV), mount("/boot", &["/dev/sda1"])],
+        ..Expected::default()
     }
-    for id in ["initramfs", "bootloader"] {
-        expect(
-            steps.iter().any(|(i, s)| i == id && s == "changed"),
-            format!("result.json: step {id} did not change anything: {steps:?}"),
-        );
-    }
-    match report.stage2.as_ref() {
-        None => expect(false, "no stage-2 outcome".into()),
-        Some(s) => expect(
-            s["status"] == "success" && s["toolsInstalled"] == true,
-            format!("stage 2: {s}"),
-        ),
-    }
-
-    let check = GuestCheck::parse(serial).map_err(|e| anyhow::anyhow!("the check block: {e}"))?;
-    expect(
-        check.is_active("multi-user")
-            && !check.is_active("rescue")
-            && !check.is_active("emergency"),
-        format!(
-            "targets {:?} (default {})",
-            check.targets, check.default_target
-        ),
-    );
-    expect(
-        matches!(check.system.as_str(), "running" | "degraded"),
-        format!("system state {}", check.system),
-    );
-    expect(
-        !check.stage2_present,
-        "the stage-2 code is still there".into(),
-    );
-    for (i, name) in ["eth0", "eth1"].into_iter().enumerate() {
-        let mac = emulator::guest::target_mac(i);
-        match check.nics.iter().find(|n| n.name == name) {
-            None => expect(false, format!("no {name}: {:?}", check.nics)),
-            Some(n) => {
-                expect(
-                    n.mac.eq_ignore_ascii_case(&mac),
-                    format!("{name} has MAC {}, not the target's {mac}", n.mac),
-                );
-                let wanted_ok = if i == 0 {
-                    n.ipv4.iter().any(|a| a.starts_with("10.0.2."))
-                } else {
-                    n.ipv4.iter().any(|a| a == "192.168.50.10/24")
-                };
-                expect(
-                    wanted_ok,
-                    format!(
-                        "{name} lacks its address (DHCP 10.0.2.x / 192.168.50.10/24): {:?}",
-                        n.ipv4
-                    ),
-                );
-            }
-        }
-    }
-    if let Err(e) = mounted(&check, "/", &ROOT_LV, "ext4") {
-        expect(false, format!("{e:#}"));
-    }
-    if let Err(e) = mounted(&check, "/boot", &["/dev/sda1"], "ext4") {
-        expect(false, format!("{e:#}"));
-    }
-    if problems.is_empty() {
-        return Ok(check);
-    }
-    bail!(
-        "{} problem(s):\n  - {}\n--- the check block ---\n{}\n--- result.json steps ---\n{}",
-        problems.len(),
-        problems.join("\n  - "),
-        report.check.clone().unwrap_or_default().trim_end(),
-        steps
-            .iter()
-            .map(|(i, s)| format!("{i}: {s}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    )
 }

@@ -180,6 +180,7 @@ mod tests {
                 migration_id: "m".into(),
                 started_at: "t".into(),
                 stack_version: "v".into(),
+                initramfs_done: false,
             },
         )
         .unwrap();

@@ -160,6 +160,33 @@ impl OutputSink for Tee<'_> {
     }
 }
 
+/// The test-only hold before step `id` (docs/protocol.md, "Test hook").
+fn test_hold(reporter: &mut Reporter, id: &str) {
+    use crate::protocol::testhook::{self, Hold};
+    let dir = reporter.dir().to_path_buf();
+    let hold = testhook::hold_before_step(&dir, id, &mut |line| reporter.progress(line));
+    match hold {
+        Hold::None => {}
+        Hold::Released(waited) => reporter.progress(&format!(
+            "test hook: {} removed after {} s, going on",
+            testhook::HOLD_FILE,
+            waited.as_secs()
+        )),
+        Hold::TimedOut => {
+            let mut w = Warning::new(
+                codes::TEST_HOLD_TIMEOUT,
+                format!(
+                    "test hook: {} still there after {} s, going on",
+                    testhook::HOLD_FILE,
+                    testhook::MAX_HOLD.as_secs()
+                ),
+            );
+            w.step = Some(id.to_string());
+            reporter.warn(w);
+        }
+    }
+}
+
 /// Runs one step: `n` of `total` in progress lines. The step's record goes
 /// into the report; its error is returned (and recorded) so the caller can
 /// apply the failure policy.
@@ -172,6 +199,9 @@ pub fn run_step<T>(
     f: impl FnOnce(&mut StepCtx) -> Result<(StepOutcome, T), FixupError>,
 ) -> Result<T, FixupError> {
     reporter.current = Some((n, total, id.to_string()));
+    if reporter.test_hold {
+        test_hold(reporter, id);
+    }
     crate::ui::step_started((n, total), id, reporter.migration_id.as_deref());
     reporter.progress("started");
     let start = Instant::now();
@@ -279,6 +309,63 @@ mod tests {
         let progress = std::fs::read_to_string(d.path().join("progress.txt")).unwrap();
         assert!(progress.contains("[1/3] one: done: 1 file"), "{progress}");
         assert!(progress.contains("[2/3] two: running: false"), "{progress}");
+    }
+
+    #[test]
+    fn the_test_hold_holds_only_pid1_runs_before_the_named_step() {
+        use crate::protocol::testhook::HOLD_FILE;
+        let d = tempfile::tempdir().unwrap();
+        let hold = d.path().join(HOLD_FILE);
+        std::fs::write(&hold, "two\n").unwrap();
+        let mut rep = Reporter::create(d.path());
+        let mut runner = RecordingRunner::new();
+        let t = Duration::from_secs(5);
+        // Not enabled (fixupctl run): the file is ignored.
+        run_step(&mut rep, &mut runner, t, (2, 2), "two", |_| {
+            Ok((StepOutcome::unchanged("-"), ()))
+        })
+        .unwrap();
+        rep.test_hold = true;
+        run_step(&mut rep, &mut runner, t, (1, 2), "one", |_| {
+            Ok((StepOutcome::unchanged("-"), ()))
+        })
+        .unwrap();
+        let remover = {
+            let (dir, hold) = (d.path().to_path_buf(), hold.clone());
+            std::thread::spawn(move || {
+                // Removed once the hold is announced.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline {
+                    let text = std::fs::read_to_string(dir.join("progress.txt")).unwrap();
+                    if text.contains("test hook: holding before step two") {
+                        return std::fs::remove_file(&hold).is_ok();
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                false
+            })
+        };
+        run_step(&mut rep, &mut runner, t, (2, 2), "two", |_| {
+            Ok((StepOutcome::unchanged("-"), ()))
+        })
+        .unwrap();
+        assert!(remover.join().unwrap());
+        let progress = std::fs::read_to_string(d.path().join("progress.txt")).unwrap();
+        let holds: Vec<&str> = progress
+            .lines()
+            .filter(|l| l.contains("test hook"))
+            .collect();
+        assert_eq!(holds.len(), 2, "{progress}");
+        assert!(
+            holds[0].contains("[2/2] two: test hook: holding before step two"),
+            "{progress}"
+        );
+        assert!(holds[1].contains("removed after"), "{progress}");
+        let started = progress.rfind("[2/2] two: started").unwrap();
+        assert!(
+            progress.rfind("removed after").unwrap() < started,
+            "{progress}"
+        );
     }
 
     #[test]

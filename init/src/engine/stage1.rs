@@ -132,6 +132,7 @@ pub fn run(
         migration_id: guest.inputs.system.migration_id.clone(),
         started_at: crate::timefmt::now(),
         stack_version: crate::VERSION.to_string(),
+        initramfs_done: false,
     };
     let mut writer = match GuestWriter::open(guest.root, run).and_then(|w| w.save().map(|()| w)) {
         Ok(w) => w,
@@ -149,13 +150,10 @@ pub fn run(
     };
     let mut first_error = None;
     for (i, def) in STEPS.iter().enumerate() {
-        let changed: Vec<String> = writer
-            .manifest()
-            .changes
-            .iter()
-            .filter(|c| c.run + 1 == writer.manifest().runs.len())
-            .map(|c| c.path.clone())
-            .collect();
+        // Not only this run's changes: a run killed between its edits and
+        // its initramfs rebuild left images without its edits, and this
+        // run finds those edits already made.
+        let changed = writer.changed_since_initramfs();
         let result = run_step(
             reporter,
             runner,
@@ -176,10 +174,21 @@ pub fn run(
                 Ok((outcome, ()))
             },
         );
-        if let Err(e) = result {
-            first_error.get_or_insert(e);
-            if def.fatal {
-                break;
+        match result {
+            Ok(()) if def.id == "initramfs" => {
+                if let Err(e) = writer.initramfs_done() {
+                    // Only costs the next run an extra rebuild.
+                    reporter.log(&format!(
+                        "cannot record the finished initramfs step in the manifest: {e}"
+                    ));
+                }
+            }
+            Ok(()) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+                if def.fatal {
+                    break;
+                }
             }
         }
     }

@@ -343,6 +343,7 @@ fn serve(
     let run_opts = RunOptions {
         offline: false,
         state: Some(state.clone()),
+        test_hold: true,
     };
     match session::run(dir, &mut provider, &mut runner, &run_opts) {
         Ok(doc) => {

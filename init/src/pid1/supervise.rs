@@ -141,6 +141,89 @@ impl Supervised {
 mod tests {
     use super::*;
 
+    /// A supervised `argv` with a fast policy.
+    fn fake(argv: &[&str], on_vmware: bool, max_restarts: u32) -> Supervised {
+        Supervised {
+            name: "fake-vmtoolsd".into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            pid: None,
+            started: Instant::now(),
+            restarts: 0,
+            next_start: Some(Instant::now()),
+            policy: Policy {
+                max_restarts,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(40),
+            },
+            stopped: false,
+            on_vmware,
+        }
+    }
+
+    /// Polls as PID 1's loops do until `done` or 10 s.
+    fn poll_until(s: &mut Supervised, done: impl Fn(&Supervised) -> bool) {
+        let start = Instant::now();
+        while !done(s) && start.elapsed() < Duration::from_secs(10) {
+            s.poll();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn kill(pid: i32) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+
+    #[test]
+    fn a_crash_looping_vmtoolsd_on_vmware_is_restarted_then_given_up() {
+        let mut s = fake(&["/bin/sh", "-c", "exit 3"], true, 3);
+        poll_until(&mut s, |s| s.stopped);
+        assert!(s.stopped, "still restarting after 10 s");
+        assert_eq!(
+            s.restarts, 4,
+            "three restarts, then the fourth death gives up"
+        );
+        assert_eq!(s.pid, None);
+        // Nothing more happens once given up.
+        s.poll();
+        assert_eq!(s.pid, None);
+    }
+
+    #[test]
+    fn vmtoolsd_outside_vmware_exits_once_and_is_left_stopped() {
+        let mut s = fake(&["/bin/sh", "-c", "exit 1"], false, 3);
+        poll_until(&mut s, |s| s.stopped);
+        assert!(s.stopped);
+        assert_eq!(s.restarts, 0, "not restarted outside VMware");
+    }
+
+    #[test]
+    fn a_vmtoolsd_killed_while_running_is_restarted() {
+        let mut s = fake(&["/bin/sleep", "30"], false, 3);
+        s.poll();
+        let first = s.pid.expect("started");
+        // Up longer than a quick exit: a crash, even outside VMware.
+        std::thread::sleep(Duration::from_millis(2100));
+        kill(first);
+        poll_until(&mut s, |s| s.pid.is_some_and(|p| p != first));
+        let second = s.pid.expect("restarted");
+        assert_ne!(second, first);
+        assert_eq!(s.restarts, 1);
+        assert!(!s.stopped);
+        kill(second);
+        let _ = reaper::wait_exit(second, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_vmtoolsd_that_cannot_be_started_is_given_up_without_a_panic() {
+        let mut s = fake(&["/nonexistent/vmtoolsd"], true, 3);
+        s.poll();
+        assert!(s.stopped);
+        assert_eq!(s.pid, None);
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
         let p = Policy::default();

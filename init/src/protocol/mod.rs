@@ -5,3 +5,4 @@ pub mod config;
 pub mod report;
 pub mod result;
 pub mod session;
+pub mod testhook;

@@ -43,6 +43,9 @@ pub struct Reporter {
     pub echo_output: bool,
     /// PID 1's state file, told of each step as it starts.
     pub state: Option<Tracker>,
+    /// Honour the test-only hold file before each step (PID 1 only;
+    /// [`crate::protocol::testhook`]).
+    pub test_hold: bool,
     tail: VecDeque<String>,
 }
 
@@ -78,6 +81,7 @@ impl Reporter {
             migration_id: None,
             echo_output: logging::verbose(),
             state: None,
+            test_hold: false,
             tail: VecDeque::new(),
         }
     }

@@ -86,6 +86,8 @@ pub struct RunOptions {
     pub offline: bool,
     /// PID 1's state file, rewritten as each step starts.
     pub state: Option<crate::runstate::Tracker>,
+    /// Honour the test-only hold file (PID 1 only; docs/protocol.md).
+    pub test_hold: bool,
 }
 
 /// The steps before the fixups proper.
@@ -102,6 +104,7 @@ pub fn run(
 ) -> std::io::Result<ResultDoc> {
     let mut reporter = Reporter::create(dir);
     reporter.state = opts.state.clone();
+    reporter.test_hold = opts.test_hold;
     let total = FIRST_STEPS + engine::stage1::STEP_COUNT;
     let default_timeout = Duration::from_secs(900);
 

@@ -10,7 +10,9 @@
 //! 2. unless open-vm-tools is installed already, waits for the Tools ISO
 //!    (label `VMware Tools`), mounts it read-only and installs from it
 //!    (dpkg, rpm or `vmware-install.pl`);
-//! 3. runs `restorecon` on the manifest's paths, then restores the SELinux
+//! 3. runs `restorecon` on the manifest's paths and, recursively, on
+//!    `/boot` (without the ESP) and the agent's folder — what stage 1's
+//!    commands wrote as new, unlabelled files —, then restores the SELinux
 //!    mode saved by stage 1;
 //! 4. removes the hook and itself (the data directory stays: backups and
 //!    manifest serve undo and audit);

@@ -24,6 +24,18 @@ pub const INIT_D_DIRS: [&str; 2] = ["/etc/rc.d/init.d", "/etc/init.d"];
 pub const RC1_DIRS: [&str; 3] = ["/etc/rc.d/rc1.d", "/etc/rc1.d", "/etc/init.d/rc1.d"];
 /// `restorecon` arguments per command (keeps argv well under the limit).
 const RESTORECON_CHUNK: usize = 200;
+/// The trees `restorecon -R` relabels besides the manifest's paths: what
+/// stage 1's commands wrote without a manifest entry per file
+/// (`grub-install` replaces every module and locale file under
+/// `/boot/grub*/`, an initramfs tool may write a new image: new files,
+/// which get no label in the stack) and the agent's data folder (backups,
+/// manifest, saved modes). Without this they stay `unlabeled_t` once
+/// enforcing is back: QEMU scenario (g) found 348 of grub-install's files
+/// so.
+pub const RELABEL_TREES: [&str; 2] = ["/boot", "/opt/vmware/hcx/osam"];
+/// Excluded from the recursive relabel: the ESP (FAT has no labels;
+/// `restorecon` fails on it).
+pub const RELABEL_EXCLUDE: [&str; 1] = ["/boot/efi"];
 const RESTORECON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Replaces a file atomically (temp file in the same directory, fsync,
@@ -363,8 +375,22 @@ pub fn remove_agent(g: &Guest, log: &mut Log, out: &mut Outcome) {
     }
 }
 
+/// The ancestors of a guest path below the top level, outermost first
+/// (`/opt/vmware/hcx/osam/bin/x` → `/opt/vmware`, `/opt/vmware/hcx`,
+/// `/opt/vmware/hcx/osam`, `/opt/vmware/hcx/osam/bin`).
+fn ancestors(path: &str) -> Vec<String> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    (2..parts.len())
+        .map(|n| format!("/{}", parts[..n].join("/")))
+        .collect()
+}
+
 /// The guest paths `restorecon` relabels: every path of the manifest that
-/// exists, the files restored here and the hook's directories.
+/// exists, the files restored here and the hook's directories, each with
+/// its existing ancestors below the top level (stage 1 creates missing
+/// parent folders, such as `/opt/vmware/hcx` or
+/// `/etc/systemd/system/rescue.target.wants`, without a label; QEMU
+/// scenario (g) found them `unlabeled_t`).
 pub fn relabel_paths(g: &Guest, manifest: Option<&Manifest>, restored: &[String]) -> Vec<String> {
     let mut paths: Vec<String> = Vec::new();
     let manifest_paths = manifest
@@ -373,6 +399,8 @@ pub fn relabel_paths(g: &Guest, manifest: Option<&Manifest>, restored: &[String]
     let extra = [
         "/etc/systemd/system",
         DEFAULT_TARGET,
+        UNIT_WANTS,
+        AGENT,
         INITTAB,
         RC_SYSINIT,
         SELINUX_CONFIG,
@@ -381,18 +409,39 @@ pub fn relabel_paths(g: &Guest, manifest: Option<&Manifest>, restored: &[String]
         .into_iter()
         .chain(restored.iter().cloned())
         .chain(extra.iter().map(|s| s.to_string()))
+        .chain(RELABEL_TREES.iter().map(|s| s.to_string()))
     {
-        if !p.starts_with('/') || paths.contains(&p) {
+        if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
             continue;
         }
-        if std::fs::symlink_metadata(g.host(&p)).is_ok() {
-            paths.push(p);
+        for q in ancestors(&p).into_iter().chain([p]) {
+            if !paths.contains(&q) && std::fs::symlink_metadata(g.host(&q)).is_ok() {
+                paths.push(q);
+            }
         }
     }
     paths
 }
 
-/// SELinux: `restorecon` on what stage 1 and this agent wrote, then the
+/// `restorecon -R -F [-e <excluded>]… <trees>` for the [`RELABEL_TREES`]
+/// that exist (`None` when none does).
+pub fn relabel_trees_argv(g: &Guest, restorecon: &str) -> Option<Vec<String>> {
+    let is_dir =
+        |p: &str| std::fs::symlink_metadata(g.host(p)).is_ok_and(|m| m.file_type().is_dir());
+    let trees: Vec<&str> = RELABEL_TREES.into_iter().filter(|p| is_dir(p)).collect();
+    if trees.is_empty() {
+        return None;
+    }
+    let mut argv = vec![restorecon.to_string(), "-R".into(), "-F".into()];
+    for e in RELABEL_EXCLUDE.into_iter().filter(|p| is_dir(p)) {
+        argv.extend(["-e".to_string(), e.to_string()]);
+    }
+    argv.extend(trees.into_iter().map(str::to_string));
+    Some(argv)
+}
+
+/// SELinux: `restorecon` on what stage 1 and this agent wrote (the
+/// manifest's paths, then [`RELABEL_TREES`] recursively), then the
 /// saved mode back into `/etc/selinux/config`. Without `restorecon`, or
 /// when it fails, `/.autorelabel` makes the next boot relabel.
 pub fn restore_selinux(
@@ -432,9 +481,16 @@ pub fn restore_selinux(
             let paths = relabel_paths(g, manifest, restored);
             log.info(&format!("relabelling {} path(s) with {rc}", paths.len()));
             labelled = true;
-            for chunk in paths.chunks(RESTORECON_CHUNK) {
-                let mut argv = vec![rc.to_string(), "-F".to_string()];
-                argv.extend(chunk.iter().cloned());
+            let recursive = relabel_trees_argv(g, rc);
+            let chunks = paths
+                .chunks(RESTORECON_CHUNK)
+                .map(|chunk| {
+                    let mut argv = vec![rc.to_string(), "-F".to_string()];
+                    argv.extend(chunk.iter().cloned());
+                    argv
+                })
+                .chain(recursive);
+            for argv in chunks {
                 let rec = g.run(runner, Command::new(&argv).timeout(RESTORECON_TIMEOUT), log);
                 if !rec.succeeded() {
                     labelled = false;

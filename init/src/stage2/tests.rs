@@ -71,6 +71,7 @@ impl Tree {
                 migration_id: "m1".into(),
                 started_at: "2026-01-01T00:00:00Z".into(),
                 stack_version: "0.1.0".into(),
+                initramfs_done: false,
             }],
             changes: changes
                 .iter()
@@ -275,9 +276,14 @@ fn systemd_guest_gets_tools_from_debs_and_its_target_back() {
     assert_eq!(dpkg.chroot.as_deref(), Some(t.root()));
     assert_eq!(r.called("umount"), vec![vec!["umount", &mnt]]);
 
-    // restorecon on the manifest's existing paths, before enforcing.
+    // restorecon on the manifest's existing paths, then recursively on
+    // the data folder (no /boot in this tree), before enforcing.
     let rc = r.called("restorecon");
-    assert_eq!(rc.len(), 1);
+    assert_eq!(rc.len(), 2, "{rc:?}");
+    assert_eq!(
+        rc[1],
+        ["/usr/sbin/restorecon", "-R", "-F", "/opt/vmware/hcx/osam"]
+    );
     assert_eq!(rc[0][1], "-F");
     for p in [
         "/etc/default/grub",
@@ -288,9 +294,21 @@ fn systemd_guest_gets_tools_from_debs_and_its_target_back() {
         assert!(rc[0].iter().any(|a| a == p), "{p} in {:?}", rc[0]);
     }
     assert!(!rc[0].iter().any(|a| a.contains("gone.rules")));
+    // The folders stage 1 may have created, not the top-level ones.
+    for p in [
+        "/opt/vmware",
+        "/opt/vmware/hcx",
+        "/etc/systemd/system/rescue.target.wants",
+        "/etc/default",
+    ] {
+        assert!(rc[0].iter().any(|a| a == p), "{p} in {:?}", rc[0]);
+    }
+    for p in ["/etc", "/opt", "/boot"] {
+        assert!(!rc[0].iter().any(|a| a == p), "{p} in {:?}", rc[0]);
+    }
     assert_eq!(
         r.selinux_at_restorecon,
-        vec![SELINUX_PERMISSIVE.to_string()]
+        vec![SELINUX_PERMISSIVE.to_string(); 2]
     );
 
     // The report, last before the (skipped) power-off.
@@ -443,6 +461,43 @@ fn a_failed_install_is_a_warning() {
     );
     assert_eq!(r.called("umount").len(), 1, "unmounted after a failure");
     assert_systemd_restored(&t);
+}
+
+/// What stage 1's commands wrote without a manifest entry per file
+/// (grub-install's modules and locale files, a new initramfs image: new,
+/// unlabelled files) is relabelled too, recursively, without the ESP (no
+/// labels on FAT). Found by QEMU scenario (g): after the flow, the 348
+/// files grub-install had written under `/boot/grub/` stayed
+/// `unlabeled_t` under enforcing.
+#[test]
+fn restorecon_relabels_what_stage_1_commands_wrote() {
+    let t = Tree::systemd();
+    t.file("/boot/initramfs-5.14.0-362.el9.x86_64.img", "new image")
+        .file("/boot/grub2/grub.cfg", "new config")
+        .file("/boot/efi/EFI/redhat/grub.cfg", "on the ESP");
+    let mut r = Runner::new(t.root());
+    let out = run(&t.config(vec![t.p("/dev/sr0")]), &mut r);
+    let rc = r.called("restorecon");
+    assert_eq!(
+        rc.last().unwrap(),
+        &[
+            "/usr/sbin/restorecon",
+            "-R",
+            "-F",
+            "-e",
+            "/boot/efi",
+            "/boot",
+            "/opt/vmware/hcx/osam"
+        ]
+    );
+    // Both before enforcing comes back.
+    assert!(
+        r.selinux_at_restorecon
+            .iter()
+            .all(|c| c == SELINUX_PERMISSIVE)
+    );
+    assert!(!t.exists("/.autorelabel"), "{out:?}");
+    assert!(t.read("/etc/selinux/config").contains("SELINUX=enforcing"));
 }
 
 #[test]

@@ -1802,7 +1802,7 @@ fn debian7_cciss_grub_legacy_sysvinit() {
         o.ran(&[
             "dd",
             "if=/dev/sda",
-            "of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin",
+            "of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial",
             "bs=1M",
             "count=1",
             "conv=fsync",

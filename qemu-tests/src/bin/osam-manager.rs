@@ -133,6 +133,8 @@ fn main() -> ExitCode {
                 } else {
                     StopAfter::Full
                 },
+                fault: None,
+                disks_as_is: false,
             };
             let report = emulator::run(&blueprint, &options, &mut |line| {
                 let mut stdout = std::io::stdout().lock();

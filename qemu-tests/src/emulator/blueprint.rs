@@ -247,6 +247,10 @@ pub struct DiskSpec {
     /// Its partitions as the source knew them (passed on as they are).
     #[serde(default)]
     pub partitions: Vec<PartitionSpec>,
+    /// Attach it read-only (QEMU `readonly=on`: the VM sees a
+    /// write-protected disk), a fault case; default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// A source partition (replica-disk-map.json's `partitions[]`).
@@ -1008,5 +1012,51 @@ mod tests {
         );
         assert!(normalize_mac("00:50:56:9a:00").is_err());
         assert!(normalize_mac("00:50:56:9a:00:0g").is_err());
+    }
+
+    #[test]
+    fn read_only_disks_are_attached_read_only() {
+        let text = r#"{ "migrationId": "ro-1", "arch": "x86_64", "cpus": 1, "memoryMib": 512,
+            "firmware": "bios", "disks": [ { "path": "a.qcow2" },
+            { "path": "b.qcow2", "readOnly": true } ], "nics": [] }"#;
+        let bp = Blueprint::parse(text, Path::new("/x")).unwrap();
+        assert!(!bp.disks[0].read_only);
+        assert!(bp.disks[1].read_only);
+        // Written back only where set: older readers still parse it.
+        let json = serde_json::to_value(&bp.disks[0]).unwrap();
+        assert!(json.get("readOnly").is_none());
+        let files = crate::emulator::MachineFiles {
+            stack: PathBuf::from("/x/stack.vmdk"),
+            disks: vec![
+                Some(PathBuf::from("/w/disk0.qcow2")),
+                Some(PathBuf::from("/w/disk1.qcow2")),
+            ],
+            share: PathBuf::from("/w/share"),
+            qmp: PathBuf::from("/w/qmp.sock"),
+            tools_iso: None,
+            ovmf_vars: None,
+        };
+        let config = crate::emulator::vm_config(
+            &bp,
+            &files,
+            crate::emulator::Boot::Stage1,
+            Path::new("/w/s.log"),
+        );
+        let args: Vec<String> = config
+            .qemu_args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let drive = |name: &str| {
+            args.iter()
+                .find(|a| a.starts_with("if=none") && a.contains(name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert!(!drive("disk0.qcow2").contains("readonly"), "{args:?}");
+        assert!(
+            drive("disk1.qcow2").contains("format=qcow2,readonly=on"),
+            "{args:?}"
+        );
     }
 }

@@ -71,6 +71,7 @@ pub fn blueprint_for_guest(image: &GuestImage, migration_id: &str) -> Blueprint 
                 capacity_bytes: None,
                 boot: Some(d == 0),
                 partitions,
+                read_only: false,
             }
         })
         .collect();

@@ -106,10 +106,20 @@ pub fn vm_config(
         let Some(Some(path)) = files.disks.get(placement.index) else {
             continue;
         };
+        let read_only = blueprint
+            .disks
+            .get(placement.index)
+            .is_some_and(|d| d.read_only);
         replicas.drives.push(Drive {
             unit: placement.unit,
             path: path.clone(),
-            format: image_format(path).to_owned(),
+            // `Drive` has no read-only flag: the option rides on the
+            // format (`-drive …,format=qcow2,readonly=on`).
+            format: if read_only {
+                format!("{},readonly=on", image_format(path))
+            } else {
+                image_format(path).to_owned()
+            },
             snapshot: false,
             bootindex: (boot != Boot::Stage1 && placement.boot).then_some(0),
         });

@@ -20,6 +20,11 @@
 //!    between [`CHECK_BEGIN`] and [`CHECK_END`] on its serial console,
 //!    power it off.
 //!
+//! A [`Fault`] in [`RunOptions::fault`] cuts stage 1 short with a SIGKILL
+//! of QEMU (a power cut): the run then ends with [`RunReport::killed`]
+//! (not a failure) and keeps its work folder, so that a test can look at
+//! the disks and run again on them ([`RunOptions::disks_as_is`]).
+//!
 //! Every wait has a timeout (the blueprint's `timeouts`). Each phase's wall
 //! time is recorded; the outcome is a [`RunReport`] (also written as
 //! `<logs>/<migrationId>_emulator-report.json`) whose [`Failure`] names
@@ -62,6 +67,60 @@ pub const STACK_POWER_OFF_GRACE: Duration = Duration::from_secs(5);
 /// How long a `qemu-img` or ISO tool may run.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The stack's test-only hold file (init's `protocol::testhook`,
+/// docs/protocol.md "Test hook"): its content names the step before which
+/// PID 1 holds until the file is removed.
+pub const HOLD_FILE: &str = "osam-test-hold";
+
+/// The progress line of the stack's test hook holding before step `id`.
+pub fn hold_line(id: &str) -> String {
+    format!("test hook: holding before step {id} ")
+}
+
+/// A power cut injected into stage 1 (the fault tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Writes [`HOLD_FILE`] naming this step with the inputs; once the
+    /// stack says it holds before the step (every earlier write synced),
+    /// SIGKILLs QEMU.
+    HoldBefore(String),
+    /// SIGKILLs QEMU this long after BEGIN, unless END came first (then
+    /// the run goes on as without a fault).
+    KillAfter(Duration),
+    /// SIGKILLs QEMU this long after the first progress line containing
+    /// the text (e.g. `"initramfs: started"`), unless END came first.
+    KillAfterProgress(String, Duration),
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::HoldBefore(id) => write!(f, "power cut while held before step {id}"),
+            Fault::KillAfter(d) => write!(f, "power cut {:.1} s after BEGIN", d.as_secs_f64()),
+            Fault::KillAfterProgress(text, d) => write!(
+                f,
+                "power cut {:.1} s after the progress line \"{text}\"",
+                d.as_secs_f64()
+            ),
+        }
+    }
+}
+
+/// How a [`Fault`] ended stage 1.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Killed {
+    /// The fault, in words.
+    pub fault: String,
+    /// When QEMU was killed, from BEGIN.
+    pub after_begin_seconds: f64,
+    /// progress.txt's last complete line at the kill.
+    pub last_progress: Option<String>,
+    /// The replica disks as the kill left them (in the kept work folder;
+    /// `None` for a disk without an image).
+    pub disks: Vec<Option<PathBuf>>,
+}
+
 /// Which phases to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,6 +149,13 @@ pub struct RunOptions {
     pub keep: bool,
     /// Which phases.
     pub stop_after: StopAfter,
+    /// A power cut to inject into stage 1 (tests); the work folder is then
+    /// kept whatever `keep` says.
+    pub fault: Option<Fault>,
+    /// Attach the blueprint's disk images as they are (QEMU writes to
+    /// them) instead of new overlays on them: a run again on the disks a
+    /// killed run left.
+    pub disks_as_is: bool,
 }
 
 impl RunOptions {
@@ -102,6 +168,8 @@ impl RunOptions {
             work_dir: None,
             keep: false,
             stop_after: StopAfter::Full,
+            fault: None,
+            disks_as_is: false,
         }
     }
 }
@@ -201,10 +269,13 @@ pub struct RunReport {
     /// The migration id.
     pub migration_id: String,
     /// Whether every requested phase succeeded (and result.json says
-    /// `success`).
+    /// `success`); false after a [`Fault`]'s kill.
     pub ok: bool,
     /// The failed step.
     pub failure: Option<Failure>,
+    /// Stage 1 was cut short by [`RunOptions::fault`] (the run stopped
+    /// there, without a failure).
+    pub killed: Option<Killed>,
     /// The phases, in order.
     pub phases: Vec<PhaseReport>,
     /// READY's content.
@@ -468,6 +539,7 @@ pub fn run(blueprint: &Blueprint, options: &RunOptions, out: &mut dyn FnMut(&str
         migration_id: blueprint.migration_id.clone(),
         ok: false,
         failure: None,
+        killed: None,
         phases: Vec::new(),
         ready: None,
         result: None,
@@ -495,9 +567,9 @@ pub fn run(blueprint: &Blueprint, options: &RunOptions, out: &mut dyn FnMut(&str
         (runner.out)(&format!("FAILED: {failure}"));
         runner.report.failure = Some(failure);
     }
-    report.ok = report.failure.is_none();
+    report.ok = report.failure.is_none() && report.killed.is_none();
     if let Some(work) = work {
-        report.work_dir = work.finish(options.keep);
+        report.work_dir = work.finish(options.keep || report.killed.is_some());
     }
     report.total_seconds = start.elapsed().as_secs_f64();
     if fs::create_dir_all(logs).is_ok() {
@@ -639,15 +711,31 @@ impl Runner<'_> {
         // failed wait leaves nothing to save.
         let since = Instant::now();
         let how = vm.power_off(STACK_POWER_OFF_GRACE);
-        self.say(&format!("stage 1: powered off ({})", how.name()));
-        self.phase(
-            "stage1.poweroff",
-            PhaseStatus::Ok,
-            since,
-            how.name().to_owned(),
-        );
+        let killed = matches!(outcome, Ok(Some(_)));
+        let how = if killed {
+            "killed (SIGKILL: the fault)"
+        } else {
+            how.name()
+        };
+        self.say(&format!("stage 1: powered off ({how})"));
+        self.phase("stage1.poweroff", PhaseStatus::Ok, since, how.to_owned());
         drop(vm);
-        outcome?;
+        if let Some(killed) = outcome? {
+            self.say(&format!(
+                "stage 1: {} (last progress line: {}); the disks are kept: {}",
+                killed.fault,
+                killed.last_progress.as_deref().unwrap_or("none"),
+                killed
+                    .disks
+                    .iter()
+                    .flatten()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            self.report.killed = Some(killed);
+            return Ok(());
+        }
         let result = self.report.result.clone().unwrap_or(Value::Null);
         if result["status"] != "success" {
             let mut failure = Failure::new(
@@ -777,6 +865,15 @@ impl Runner<'_> {
             let base = fs::canonicalize(path)
                 .map_err(|e| fail(format!("resolving {}: {e}", path.display())))?;
             let (format, size) = image_info(&base).map_err(fail)?;
+            if o.disks_as_is {
+                self.say(&format!(
+                    "prepare: disks[{i}]: {} as it is ({format}, {size} bytes, written to)",
+                    base.display()
+                ));
+                disks.push(Some(base));
+                capacities.push(Some(size));
+                continue;
+            }
             let overlay = dir.join(format!("disk{i}.qcow2"));
             let _ = fs::remove_file(&overlay);
             run_tool(
@@ -879,35 +976,91 @@ impl Runner<'_> {
         Ok((vm, detail))
     }
 
-    /// Inputs, BEGIN, END, collection.
-    fn stage1_run(&mut self, vm: &mut Vm, capacities: &[Option<u64>]) -> Result<(), Failure> {
+    /// Inputs, BEGIN, END, collection; what the fault killed instead.
+    fn stage1_run(
+        &mut self,
+        vm: &mut Vm,
+        capacities: &[Option<u64>],
+    ) -> Result<Option<Killed>, Failure> {
         let fixup = FixupDir::in_share(&self.files()?.share);
-        self.timed("stage1.fixup", |r| {
+        let fault = self.options.fault.clone();
+        let killed = self.timed("stage1.fixup", |r| {
             for (name, value) in inputs(r.blueprint, capacities) {
                 fixup
                     .write_input(name, &value)
                     .map_err(|e| Failure::new("writing the inputs", e.to_string()))?;
             }
+            if let Some(Fault::HoldBefore(id)) = &fault {
+                let hold = fixup.file(HOLD_FILE);
+                fs::write(&hold, format!("{id}\n")).map_err(|e| {
+                    Failure::new(
+                        "writing the test hold file",
+                        format!("{}: {e}", hold.display()),
+                    )
+                })?;
+                r.say(&format!("stage 1: {HOLD_FILE}: hold before step {id}"));
+            }
             fixup
                 .begin()
                 .map_err(|e| Failure::new("writing BEGIN", e.to_string()))?;
+            let begun = Instant::now();
             r.say("stage 1: inputs written, BEGIN");
             let progress = fixup.file("progress.txt");
             let mut shown = 0usize;
             let timeout = Duration::from_secs(r.blueprint.timeouts.end_seconds);
             let start = r.start;
             let out = &mut *r.out;
+            let mut last_line: Option<String> = None;
+            let mut held = false;
+            let mut seen: Option<Instant> = None;
             let waited = vm.wait_for(
                 || {
                     show_progress(&progress, &mut shown, &mut |line| {
                         let t = start.elapsed().as_secs_f64();
                         out(&format!("[{t:7.1}s]   | {line}"));
+                        match &fault {
+                            Some(Fault::HoldBefore(id)) => held |= line.contains(&hold_line(id)),
+                            Some(Fault::KillAfterProgress(text, _))
+                                if seen.is_none() && line.contains(text.as_str()) =>
+                            {
+                                seen = Some(Instant::now());
+                            }
+                            _ => {}
+                        }
+                        last_line = Some(line.to_owned());
                     });
-                    fixup.ended().then_some(())
+                    if fixup.ended() {
+                        return Some(false);
+                    }
+                    match &fault {
+                        Some(Fault::HoldBefore(_)) if held => Some(true),
+                        Some(Fault::KillAfter(after)) if begun.elapsed() >= *after => Some(true),
+                        Some(Fault::KillAfterProgress(_, after))
+                            if seen.is_some_and(|t| t.elapsed() >= *after) =>
+                        {
+                            Some(true)
+                        }
+                        _ => None,
+                    }
                 },
                 timeout,
                 "fixup/END",
             );
+            if let (Ok(true), Some(fault)) = (&waited, &fault) {
+                vm.kill();
+                let after_begin_seconds = begun.elapsed().as_secs_f64();
+                let killed = Killed {
+                    fault: fault.to_string(),
+                    after_begin_seconds,
+                    last_progress: last_line,
+                    disks: r.files()?.disks.clone(),
+                };
+                r.say(&format!(
+                    "stage 1: QEMU killed {after_begin_seconds:.1} s after BEGIN ({fault})"
+                ));
+                let detail = format!("killed: {fault}");
+                return Ok((Some(killed), detail));
+            }
             // The last lines, written just before END.
             show_progress(&progress, &mut shown, &mut |line| {
                 let t = start.elapsed().as_secs_f64();
@@ -924,8 +1077,22 @@ impl Runner<'_> {
                 status_of(&result)
             ));
             let detail = format!("status {}{}", status_of(&result), describe_errors(&result));
-            Ok(((), detail))
+            Ok((None, detail))
         })?;
+        if let Some(killed) = killed {
+            // What the stack wrote before the kill, for the diagnosis.
+            let id = &self.blueprint.migration_id;
+            for (name, suffix) in [("progress.txt", "progress.txt"), ("fixup.log", "fixup.log")] {
+                let to = self.options.logs.join(format!("{id}_killed-{suffix}"));
+                if fs::copy(fixup.file(name), &to).is_ok() {
+                    match name {
+                        "progress.txt" => self.report.logs.progress = Some(to),
+                        _ => self.report.logs.fixup_log = Some(to),
+                    }
+                }
+            }
+            return Ok(Some(killed));
+        }
         self.timed("stage1.collect", |r| {
             let fail = |m: String| Failure::new("collecting the results", m);
             let (logs, id) = (&r.options.logs, &r.blueprint.migration_id);
@@ -955,7 +1122,8 @@ impl Runner<'_> {
                 result_path.display()
             ));
             Ok(((), String::new()))
-        })
+        })?;
+        Ok(None)
     }
 
     fn stage2(&mut self) -> Result<((), String), Failure> {
@@ -1132,6 +1300,26 @@ mod tests {
         fs::write(&path, "a\nb\nc\n").unwrap();
         show_progress(&path, &mut shown, &mut |l| seen.push(l.to_owned()));
         assert_eq!(seen, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn faults_are_off_by_default_and_read_well() {
+        let o = RunOptions::new("/s.vmdk", "/logs");
+        assert_eq!(o.fault, None);
+        assert!(!o.disks_as_is);
+        assert_eq!(
+            Fault::HoldBefore("initramfs".into()).to_string(),
+            "power cut while held before step initramfs"
+        );
+        assert_eq!(
+            Fault::KillAfter(Duration::from_millis(12_340)).to_string(),
+            "power cut 12.3 s after BEGIN"
+        );
+        // The stack's line (init's engine::test_hold) as progress.txt has it.
+        let line = "2026-11-26T04:03:59Z [8/9] initramfs: test hook: holding before step \
+                    initramfs (osam-test-hold; guest writes synced)";
+        assert!(line.contains(&hold_line("initramfs")));
+        assert!(!line.contains(&hold_line("initramf")));
     }
 
     #[test]

@@ -28,8 +28,9 @@ use sha2::{Digest, Sha256};
 use super::cmd::{BuildLog, have_program, quiet};
 use super::manifest::{BuildTimings, BuiltPartition, GuestManifest, InstalledPackage};
 use super::recipe::{
-    BUILDER_VERSION, DeviceRef, DiskSpec, FileContent, FsKind, FsSpec, MountSpec, NicAddress,
-    PartitionKind, PartitionTable, Recipe, hex, kernel_partition_name,
+    BUILDER_VERSION, DeviceRef, DiskSpec, DracutSpec, FileContent, FsKind, FsSpec, MountSpec,
+    NetworkConfig, NicAddress, PartitionKind, PartitionTable, Recipe, SelinuxSpec, hex,
+    kernel_partition_name,
 };
 
 /// Timeouts of the steps.
@@ -423,8 +424,78 @@ pub(crate) fn grub_defaults(recipe: &Recipe, text: &str) -> String {
     t
 }
 
+/// dracut's configuration of a dracut recipe
+/// (`/etc/dracut.conf.d/50-osam-guest.conf`).
+pub(crate) fn dracut_conf_text(d: &DracutSpec) -> String {
+    format!(
+        "# OSAM test guest: a non-hostonly image with exactly these drivers\n\
+         # (the source hypervisor's; the build host's hardware stays out).\n\
+         hostonly=\"no\"\n\
+         drivers=\" {} \"\n\
+         compress=\"{}\"\n",
+        d.drivers.join(" "),
+        d.compress
+    )
+}
+
+/// A NetworkManager keyfile of a source NIC: `interface-name=` always,
+/// `mac-address=` for every NIC after the first (so both ways of naming
+/// a NIC are in the guest).
+pub(crate) fn nm_keyfile_text(recipe: &Recipe, hash: &str, index: usize) -> String {
+    let nic = &recipe.nics[index];
+    let mut s = format!(
+        "[connection]\nid={name}\nuuid={uuid}\ntype=ethernet\ninterface-name={name}\n\
+         autoconnect=true\n\n[ethernet]\n",
+        name = nic.name,
+        uuid = guid(derived(hash, &format!("nm/{}", nic.name))),
+    );
+    if index > 0 {
+        s.push_str(&format!("mac-address={}\n", nic.mac.to_ascii_uppercase()));
+    }
+    s.push_str("\n[ipv4]\n");
+    match &nic.address {
+        NicAddress::Dhcp => s.push_str("method=auto\n"),
+        NicAddress::Static { address, gateway } => {
+            s.push_str("method=manual\n");
+            match gateway {
+                Some(gw) => s.push_str(&format!("address1={address},{gw}\n")),
+                None => s.push_str(&format!("address1={address}\n")),
+            }
+        }
+    }
+    s.push_str("\n[ipv6]\nmethod=ignore\n");
+    s
+}
+
+/// The keyfile's path of a source NIC.
+pub(crate) fn nm_keyfile_path(name: &str) -> String {
+    format!("etc/NetworkManager/system-connections/{name}.nmconnection")
+}
+
+/// `/etc/selinux/config`.
+pub(crate) fn selinux_config_text(se: &SelinuxSpec) -> String {
+    format!(
+        "# This file controls the state of SELinux on the system.\n\
+         # SELINUX= can take one of these three values:\n\
+         #       enforcing - SELinux security policy is enforced.\n\
+         #       permissive - SELinux prints warnings instead of enforcing.\n\
+         #       disabled - No SELinux policy is loaded.\n\
+         SELINUX={}\n\
+         # SELINUXTYPE= the policy to load.\n\
+         SELINUXTYPE={}\n",
+        se.mode.name(),
+        se.policy
+    )
+}
+
 /// The files put in place before any package is installed.
 pub(super) fn staging_files(recipe: &Recipe) -> Vec<(String, String)> {
+    if let Some(d) = &recipe.dracut {
+        return vec![(
+            "etc/dracut.conf.d/50-osam-guest.conf".into(),
+            dracut_conf_text(d),
+        )];
+    }
     let i = &recipe.initramfs;
     let mut modules = String::from(
         "# List of modules that you want to include in your initramfs.\n\
@@ -960,11 +1031,30 @@ pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Buil
         ),
         0o644,
     )?;
-    write_file(
-        &root.join("etc/network/interfaces"),
-        &interfaces_text(recipe),
-        0o644,
-    )?;
+    match recipe.network {
+        NetworkConfig::Ifupdown => write_file(
+            &root.join("etc/network/interfaces"),
+            &interfaces_text(recipe),
+            0o644,
+        )?,
+        NetworkConfig::NetworkManager => {
+            // NetworkManager ignores keyfiles other users can read.
+            for (i, nic) in recipe.nics.iter().enumerate() {
+                write_file(
+                    &root.join(nm_keyfile_path(&nic.name)),
+                    &nm_keyfile_text(recipe, &hash, i),
+                    0o600,
+                )?;
+            }
+        }
+    }
+    if let Some(se) = &recipe.selinux {
+        write_file(
+            &root.join("etc/selinux/config"),
+            &selinux_config_text(se),
+            0o644,
+        )?;
+    }
     let default_grub = root.join("etc/default/grub");
     let grub_text = match fs::read_to_string(&default_grub) {
         Ok(t) => t,
@@ -1019,6 +1109,21 @@ pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Buil
         &root.join("sys"),
         Some("bind"),
     )?;
+    if recipe.dracut.is_some() {
+        // Made here, not by the kernel's postinst during mmdebstrap (which
+        // may run before dracut is configured), for every kernel.
+        let t = Instant::now();
+        let names: Vec<String> = fs::read_dir(root.join("lib/modules"))
+            .context("listing the guest's /lib/modules")?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for k in &names {
+            let image = format!("/boot/initrd.img-{k}");
+            chroot(log, "dracut", &root, &["dracut", "--force", &image, k])?;
+        }
+        log.note(&format!("dracut took {:.1} s", t.elapsed().as_secs_f64()));
+    }
     let (root_disk, root_part, root_fs, root_mount) =
         recipe.root().context("the recipe has no /")?;
     let grub_fs = match root_fs.kind {
@@ -1087,6 +1192,20 @@ pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Buil
     }
     fs::write(&grub_cfg, cfg).with_context(|| format!("writing {}", grub_cfg.display()))?;
     timings.grub_s = secs(t.elapsed());
+    if let Some(se) = &recipe.selinux {
+        // Label everything now: a first-boot autorelabel would cost a boot.
+        let t = Instant::now();
+        let contexts = format!("/etc/selinux/{}/contexts/files/file_contexts", se.policy);
+        chroot(
+            log,
+            "setfiles (SELinux labels)",
+            &root,
+            &[
+                "setfiles", "-F", "-e", "/dev", "-e", "/proc", "-e", "/sys", &contexts, "/",
+            ],
+        )?;
+        log.note(&format!("setfiles took {:.1} s", t.elapsed().as_secs_f64()));
+    }
 
     // What the guest holds.
     let mut kernels: Vec<String> = fs::read_dir(root.join("lib/modules"))
@@ -1101,7 +1220,11 @@ pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Buil
     let mut initramfs_modules = BTreeMap::new();
     for k in &kernels {
         let initrd = format!("/boot/initrd.img-{k}");
-        let listing = chroot(log, "lsinitramfs", &root, &["lsinitramfs", &initrd])?;
+        let listing = if recipe.dracut.is_some() {
+            chroot(log, "lsinitrd", &root, &["lsinitrd", &initrd])?
+        } else {
+            chroot(log, "lsinitramfs", &root, &["lsinitramfs", &initrd])?
+        };
         let mut mods: Vec<String> = listing
             .lines()
             .filter_map(|l| l.rsplit('/').next())
@@ -1124,6 +1247,28 @@ pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Buil
                 ));
             }
         }
+        let wanted: &[String] = match &recipe.dracut {
+            Some(d) => &d.drivers,
+            None => &[],
+        };
+        for wanted in wanted {
+            let w = wanted.replace('-', "_");
+            let is_builtin = builtin
+                .lines()
+                .any(|l| l.rsplit('/').next() == Some(&format!("{w}.ko")));
+            if !mods.contains(&w) && !is_builtin {
+                return Err(log.error(
+                    "checking the initramfs",
+                    format!("{initrd} lacks the driver {wanted} the recipe lists"),
+                ));
+            }
+        }
+        if recipe.dracut.is_some() && mods.iter().any(|m| m == "vmw_pvscsi") {
+            return Err(log.error(
+                "checking the initramfs",
+                format!("{initrd} holds vmw_pvscsi: the unfixed guest would boot on VMware"),
+            ));
+        }
         initramfs_modules.insert(k.clone(), mods);
     }
     let status_text = fs::read_to_string(root.join("var/lib/dpkg/status"))
@@ -1131,6 +1276,14 @@ pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Buil
     let dpkg_status = work.join("dpkg-status");
     fs::write(&dpkg_status, &status_text).context("saving the guest's dpkg status")?;
     let packages = installed_packages(&status_text);
+    if recipe.dracut.is_some() {
+        if let Some(p) = packages.iter().find(|p| p.name == "initramfs-tools") {
+            return Err(log.error(
+                "checking the packages",
+                format!("a dracut guest has initramfs-tools {}", p.version),
+            ));
+        }
+    }
 
     // Unmount, detach, convert.
     for (node, dir) in &fat_fills {
@@ -1249,6 +1402,37 @@ mod tests {
              GRUB_SERIAL_COMMAND=\"serial --unit=0 --speed=115200 --word=8 --parity=no --stop=1\"\n"
         );
         assert_eq!(set_shell_var("A=1\nAB=2\n", "AB", "3"), "A=1\nAB=3\n");
+    }
+
+    #[test]
+    fn rhel_like_configuration_files() {
+        use crate::guests::recipe::SelinuxMode;
+        let g = Recipe::debian12_rhel_like(GuestArch::Amd64, MIRROR, SelinuxMode::Enforcing);
+        let h = g.hash();
+        let staged = staging_files(&g);
+        assert_eq!(staged.len(), 1);
+        assert_eq!(staged[0].0, "etc/dracut.conf.d/50-osam-guest.conf");
+        assert!(staged[0].1.contains("hostonly=\"no\"\n"));
+        assert!(
+            staged[0]
+                .1
+                .contains("drivers=\" virtio_pci virtio_scsi sd_mod ext4 \"\n")
+        );
+        let dhcp = nm_keyfile_text(&g, &h, 0);
+        assert!(dhcp.contains("interface-name=ens192\n"), "{dhcp}");
+        assert!(dhcp.contains("[ipv4]\nmethod=auto\n"));
+        assert!(!dhcp.contains("mac-address"));
+        let fixed = nm_keyfile_text(&g, &h, 1);
+        assert!(fixed.contains("interface-name=ens224\n"), "{fixed}");
+        assert!(fixed.contains("mac-address=52:54:00:4F:53:02\n"));
+        assert!(fixed.contains("method=manual\naddress1=192.168.50.10/24\n"));
+        assert_ne!(dhcp.lines().nth(2), fixed.lines().nth(2), "the same uuid");
+        assert_eq!(
+            nm_keyfile_path("ens192"),
+            "etc/NetworkManager/system-connections/ens192.nmconnection"
+        );
+        let se = selinux_config_text(g.selinux.as_ref().unwrap());
+        assert!(se.contains("\nSELINUX=enforcing\n") && se.contains("\nSELINUXTYPE=default\n"));
     }
 
     #[test]

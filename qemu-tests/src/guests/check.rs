@@ -131,6 +131,38 @@ ExecStart=/usr/local/sbin/osam-check
 WantedBy=multi-user.target
 ";
 
+/// What the SELinux guests' check script adds before `stage2=`: the files
+/// under `/boot`, `/etc` and `/opt` that have no SELinux label of their
+/// own (`unlabeled_t`, or no label `stat` can read), as
+/// `selinux-unlabeled=<count> <up to 8 paths>`. A fixup that leaves a file
+/// it wrote unlabelled on an enforcing guest shows here.
+pub const SELINUX_AUDIT: &str = r#"    if [ -r /sys/fs/selinux/enforce ]; then
+        bad=$(find /boot /etc /opt -xdev -exec stat -c '%C %n' {} + 2>&1 |
+            sed -n -e '/:unlabeled_t:/p' -e '/:object_r:/!p' | sed 's/.* //')
+        n=$(printf '%s' "$bad" | grep -c .)
+        echo "selinux-unlabeled=$n $(printf '%s\n' "$bad" | head -n 8 | tr '\n' ' ')"
+    fi
+"#;
+
+/// The key of [`SELINUX_AUDIT`]'s line.
+pub const SELINUX_UNLABELED_KEY: &str = "selinux-unlabeled";
+
+/// The check script of the SELinux guests: [`CHECK_SCRIPT`] with
+/// [`SELINUX_AUDIT`] (its other guests keep the plain script, and so
+/// their hashes).
+pub fn selinux_check_script() -> String {
+    let anchor = "    # The stage-2 code (agent, systemd unit, rc script), not the data\n";
+    CHECK_SCRIPT.replacen(anchor, &format!("{SELINUX_AUDIT}{anchor}"), 1)
+}
+
+/// The files that install and enable the check service with
+/// [`selinux_check_script`].
+pub fn selinux_files() -> Vec<FileSpec> {
+    let mut files = files();
+    files[0] = FileSpec::text(CHECK_SCRIPT_PATH, 0o755, &selinux_check_script());
+    files
+}
+
 /// The files that install and enable the check service.
 pub fn files() -> Vec<FileSpec> {
     vec![
@@ -322,6 +354,16 @@ impl GuestCheck {
         self.mounts.iter().find(|m| m.mountpoint == mountpoint)
     }
 
+    /// The value of a `key=value` line the parser does not know (in
+    /// [`GuestCheck::other`]).
+    pub fn other_value(&self, key: &str) -> Option<&str> {
+        self.other.iter().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix('='))
+                .map(str::trim)
+        })
+    }
+
     /// The NIC with MAC `mac` (any case).
     pub fn nic_by_mac(&self, mac: &str) -> Option<&CheckNic> {
         let mac = mac.to_ascii_lowercase();
@@ -381,6 +423,27 @@ pub fn is_stable_root(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selinux_check_script_adds_the_audit_line() {
+        let script = selinux_check_script();
+        assert_ne!(script, CHECK_SCRIPT);
+        let audit = script.find("selinux-unlabeled=").unwrap();
+        assert!(audit < script.find("stage2=present").unwrap());
+        assert!(script.contains("find /boot /etc /opt -xdev"));
+        assert_eq!(selinux_files()[1..], files()[1..]);
+        let c = GuestCheck::parse(
+            "OSAM-CHECK-BEGIN\nversion=1\ntarget=graphical.target multi-user=active\n\
+             selinux=enforcing\nselinux-unlabeled=2 /boot/a /etc/b \nstage2=absent\n\
+             kernel=6.1\nOSAM-CHECK-END\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.other_value(SELINUX_UNLABELED_KEY),
+            Some("2 /boot/a /etc/b")
+        );
+        assert_eq!(c.other_value("selinux"), None);
+    }
 
     #[test]
     fn root_arguments() {

@@ -333,6 +333,75 @@ pub struct GrubSpec {
     pub serial_terminal: bool,
 }
 
+/// dracut instead of initramfs-tools (guest (g)): the image is made by
+/// `dracut --force` in the chroot after the packages, non-hostonly (the
+/// build host's hardware must not leak into it) with exactly `drivers`
+/// (dracut's `drivers=`, the analogue of `MODULES=list`): the source
+/// hypervisor's drivers, so no `vmw_pvscsi`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DracutSpec {
+    /// dracut's `drivers=`: the kernel modules the image holds (with
+    /// their dependencies).
+    pub drivers: Vec<String>,
+    /// dracut's `compress=` (`gzip` decompresses fastest under TCG).
+    pub compress: String,
+}
+
+/// How a guest configures its NICs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkConfig {
+    /// ifupdown's `/etc/network/interfaces` (the Debian guests).
+    #[default]
+    Ifupdown,
+    /// NetworkManager keyfiles in
+    /// `/etc/NetworkManager/system-connections/<name>.nmconnection`, each
+    /// with `interface-name=<source name>` and, for the NICs after the
+    /// first, `mac-address=<source MAC>` too; no ifupdown.
+    NetworkManager,
+}
+
+impl NetworkConfig {
+    /// Whether it is the default (not part of the recipe's JSON, so the
+    /// hashes of the recipes older than the field stay the same).
+    pub fn is_ifupdown(&self) -> bool {
+        *self == NetworkConfig::Ifupdown
+    }
+}
+
+/// An SELinux mode in `/etc/selinux/config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelinuxMode {
+    /// `SELINUX=enforcing`.
+    Enforcing,
+    /// `SELINUX=permissive`.
+    Permissive,
+}
+
+impl SelinuxMode {
+    /// The word in `/etc/selinux/config` and the check block.
+    pub fn name(self) -> &'static str {
+        match self {
+            SelinuxMode::Enforcing => "enforcing",
+            SelinuxMode::Permissive => "permissive",
+        }
+    }
+}
+
+/// SELinux (Debian's `selinux-basics`, `selinux-policy-default`): the
+/// kernel command line gets `security=selinux selinux=1`,
+/// `/etc/selinux/config` the mode and policy, and the whole tree is
+/// labelled at build time with `setfiles` in the chroot (no first-boot
+/// relabel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelinuxSpec {
+    /// `SELINUX=`.
+    pub mode: SelinuxMode,
+    /// `SELINUXTYPE=` (Debian's reference policy: `default`).
+    pub policy: String,
+}
+
 /// Everything a guest is made from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipe {
@@ -363,6 +432,16 @@ pub struct Recipe {
     pub hostname: String,
     /// root's password (`None`: locked).
     pub root_password: Option<String>,
+    /// dracut instead of initramfs-tools (then [`Recipe::initramfs`] is
+    /// not used). Left out of the JSON, and so of the hash, when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dracut: Option<DracutSpec>,
+    /// How the NICs are configured. Left out of the JSON when ifupdown.
+    #[serde(default, skip_serializing_if = "NetworkConfig::is_ifupdown")]
+    pub network: NetworkConfig,
+    /// SELinux, if any. Left out of the JSON when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selinux: Option<SelinuxSpec>,
 }
 
 impl Recipe {
@@ -581,7 +660,58 @@ impl Recipe {
             },
             hostname: "osam-deb12".into(),
             root_password: Some(ROOT_PASSWORD.into()),
+            dracut: None,
+            network: NetworkConfig::Ifupdown,
+            selinux: None,
         }
+    }
+
+    /// Guest (g), RHEL-like from Debian's packages: guest (a) (BIOS, ext4
+    /// `/` as `/dev/sda1` in fstab and `root=`) with `dracut` instead of
+    /// initramfs-tools (non-hostonly, exactly the virtio-scsi drivers: no
+    /// `vmw_pvscsi`), NetworkManager keyfiles instead of ifupdown
+    /// (`ens192` DHCP by `interface-name=`, `ens224` static by
+    /// `interface-name=` and `mac-address=`), and SELinux with Debian's
+    /// reference policy in `mode`, labelled at build time.
+    pub fn debian12_rhel_like(arch: GuestArch, mirror: &str, mode: SelinuxMode) -> Recipe {
+        let mut recipe = Recipe::debian12_bios(arch, mirror);
+        recipe.name = format!("deb12-rhel-like-{}", arch.debian_arch());
+        recipe.packages = base_packages(arch, recipe.firmware)
+            .into_iter()
+            .filter(|p| {
+                !matches!(
+                    p.as_str(),
+                    "ifupdown" | "isc-dhcp-client" | "initramfs-tools"
+                )
+            })
+            .chain(
+                [
+                    "dracut",
+                    "network-manager",
+                    "selinux-basics",
+                    "selinux-policy-default",
+                    "policycoreutils",
+                ]
+                .map(str::to_owned),
+            )
+            .collect();
+        recipe.dracut = Some(DracutSpec {
+            drivers: kvm_initramfs_modules(),
+            compress: "gzip".into(),
+        });
+        recipe.network = NetworkConfig::NetworkManager;
+        recipe.selinux = Some(SelinuxSpec {
+            mode,
+            policy: "default".into(),
+        });
+        recipe
+            .grub
+            .cmdline_linux
+            .extend(["security=selinux".to_owned(), "selinux=1".to_owned()]);
+        recipe.hostname = "osam-rhel-like".into();
+        // The check block also lists unlabelled files.
+        recipe.files = super::check::selinux_files();
+        recipe
     }
 
     /// Variant (e): guest (a) with a second 512 MiB disk, ext4 on its
@@ -702,6 +832,50 @@ mod tests {
             r.validate().unwrap();
         }
         assert_eq!(kernel_partition_name(1, 0), "/dev/sdb1");
+    }
+
+    /// The optional fields of guest (g) stay out of the JSON of the other
+    /// recipes, so their hashes (and cached guests) are what they were
+    /// before the fields existed; a recipe read back from a manifest
+    /// hashes the same; each of (g)'s settings changes the hash.
+    #[test]
+    fn rhel_like_fields_leave_the_other_hashes_alone() {
+        let a = Recipe::debian12_bios(GuestArch::Amd64, MIRROR);
+        let json = serde_json::to_value(&a).unwrap();
+        for key in ["dracut", "network", "selinux"] {
+            assert!(json.get(key).is_none(), "{key} in {json}");
+        }
+        let back: Recipe = serde_json::from_value(json).unwrap();
+        assert_eq!(back.hash(), a.hash());
+
+        let g = Recipe::debian12_rhel_like(GuestArch::Amd64, MIRROR, SelinuxMode::Enforcing);
+        g.validate().unwrap();
+        assert_eq!(g.name, "deb12-rhel-like-amd64");
+        let back: Recipe = serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
+        assert_eq!(back, g);
+        assert!(g.packages.iter().any(|p| p == "dracut"));
+        for absent in ["initramfs-tools", "ifupdown", "isc-dhcp-client"] {
+            assert!(!g.packages.iter().any(|p| p == absent), "{absent}");
+        }
+        let d = g.dracut.as_ref().unwrap();
+        assert!(!d.drivers.iter().any(|m| m == "vmw_pvscsi"));
+        assert!(g.grub.cmdline_linux.iter().any(|a| a == "security=selinux"));
+        let (_, _, _, root) = g.root().unwrap();
+        assert_eq!(root.source, DeviceRef::Path("/dev/sda1".into()));
+        let permissive =
+            Recipe::debian12_rhel_like(GuestArch::Amd64, MIRROR, SelinuxMode::Permissive);
+        let mut ifupdown = g.clone();
+        ifupdown.network = NetworkConfig::Ifupdown;
+        let mut no_dracut = g.clone();
+        no_dracut.dracut = None;
+        let mut drivers = g.clone();
+        drivers.dracut.as_mut().unwrap().drivers.push("ahci".into());
+        let hashes: std::collections::BTreeSet<String> =
+            [&g, &permissive, &ifupdown, &no_dracut, &drivers, &a]
+                .iter()
+                .map(|r| r.hash())
+                .collect();
+        assert_eq!(hashes.len(), 6);
     }
 
     /// Every field of the recipe, changed one at a time, changes the hash;

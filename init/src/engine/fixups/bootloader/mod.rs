@@ -33,7 +33,8 @@
 //! firmware), and `efibootmgr` on every run with an EFI target. A second
 //! plan over the first one's output has no edits. The first MiB of the
 //! boot disk is saved to [`FIRST_MIB`] before the first install and never
-//! again (the plan skips `dd` when the file exists).
+//! again (the plan skips `dd` when the file holds a whole MiB; a shorter
+//! one is what a power cut during the save leaves).
 //!
 //! No planned command takes a kernel version: `grub-mkconfig` lists every
 //! installed kernel, `grub-install` installs no kernel (the initramfs step
@@ -249,19 +250,37 @@ pub fn plan(ctx: &PlanCtx) -> Result<Plan, FixupError> {
     }
 }
 
-/// Plans the save of the first MiB and returns the boot device.
+/// Whether [`FIRST_MIB`] holds a whole MiB. `dd … conv=fsync` writes it
+/// in place: a power cut during the save leaves it short (or empty, its
+/// data not yet written). The install only runs after `dd` returned, so a
+/// short file means the boot code was not touched yet and is saved again;
+/// trusting it would keep a broken save for ever (the first save is never
+/// replaced) and make undo write it onto the boot disk.
+pub fn first_mib_saved(files: &dyn GuestFiles) -> bool {
+    const MIB: u64 = 1 << 20;
+    matches!(files.read_bytes(FIRST_MIB, MIB + 1), Ok(Some(b)) if b.len() as u64 == MIB)
+}
+
+/// Plans the save of the first MiB and returns the boot device: `dd` into
+/// a temporary name (its data fsynced), then a rename, so that a power cut
+/// leaves no short save under the final name.
 fn save_first_mib(ctx: &PlanCtx, plan: &mut Plan, dev: &str) {
-    if !ctx.files.exists(FIRST_MIB) {
+    if !first_mib_saved(ctx.files) {
+        let partial = format!("{FIRST_MIB}.partial");
         plan.commands.push(PlannedCommand::new(
             &[
                 "dd",
                 &format!("if={dev}"),
-                &format!("of={FIRST_MIB}"),
+                &format!("of={partial}"),
                 "bs=1M",
                 "count=1",
                 "conv=fsync",
             ],
             format!("save the first MiB of the boot disk {dev} before the boot loader install"),
+        ));
+        plan.commands.push(PlannedCommand::new(
+            &["mv", "-f", &partial, FIRST_MIB],
+            "put the saved first MiB in place",
         ));
     }
 }

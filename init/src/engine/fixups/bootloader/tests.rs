@@ -357,7 +357,8 @@ fn cases() -> Vec<Case> {
                 "GRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\n#GRUB_DISABLE_OS_PROBER=false\nGRUB_DISABLE_OS_PROBER=true\n",
             )],
             commands: &[
-                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin bs=1M count=1 conv=fsync",
+                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial bs=1M count=1 conv=fsync",
+                "mv -f /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin",
                 "grub-install --target=i386-pc /dev/sda",
                 "grub-mkconfig -o /boot/grub/grub.cfg",
             ],
@@ -377,7 +378,8 @@ fn cases() -> Vec<Case> {
                 "GRUB_CMDLINE_LINUX=\"crashkernel=auto rd.lvm.lv=rhel/root rd.lvm.lv=rhel/swap rhgb quiet\"\n",
             )],
             commands: &[
-                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin bs=1M count=1 conv=fsync",
+                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial bs=1M count=1 conv=fsync",
+                "mv -f /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin",
                 "grub2-install --target=i386-pc /dev/sda",
                 "grub2-mkconfig -o /boot/grub2/grub.cfg",
             ],
@@ -467,7 +469,8 @@ fn cases() -> Vec<Case> {
                 "GRUB_CMDLINE_LINUX_DEFAULT=\"splash=silent resume=UUID=6a6e0e52-1f4b-4a67-b7a9-2c9b0c1d2e3f mitigations=auto quiet security=apparmor\"\nGRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\n",
             )],
             commands: &[
-                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin bs=1M count=1 conv=fsync",
+                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial bs=1M count=1 conv=fsync",
+                "mv -f /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin",
                 "grub2-install --target=i386-pc /dev/sda",
                 "grub2-mkconfig -o /boot/grub2/grub.cfg",
             ],
@@ -506,7 +509,8 @@ fn cases() -> Vec<Case> {
                 ("/etc/default/grub.d/50-cloudimg-settings.cfg", "\nGRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0 earlyprintk=ttyS0 resume=UUID=6a6e0e52-1f4b-4a67-b7a9-2c9b0c1d2e3f\"\n\n# Set the grub console type\nGRUB_TERMINAL=serial\n"),
             ],
             commands: &[
-                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin bs=1M count=1 conv=fsync",
+                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial bs=1M count=1 conv=fsync",
+                "mv -f /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin",
                 "grub-install --target=i386-pc /dev/sda",
                 "grub-mkconfig -o /boot/grub/grub.cfg",
             ],
@@ -529,7 +533,8 @@ fn cases() -> Vec<Case> {
                 ("/boot/grub/device.map", "(hd0)     /dev/sda\n"),
             ],
             commands: &[
-                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin bs=1M count=1 conv=fsync",
+                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial bs=1M count=1 conv=fsync",
+                "mv -f /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin",
                 "sh -c printf 'device (hd0) /dev/sda\\nroot (hd0,0)\\nsetup (hd0)\\nquit\\n' | grub --batch --no-floppy --device-map=/boot/grub/device.map",
             ],
             summary_has: &["xen_blkfront.sda_is_xvda=1 removed", "grub setup /dev/sda"],
@@ -545,7 +550,8 @@ fn cases() -> Vec<Case> {
                 ("/boot/systemd.cfg", "\nsystemd_cmdline=net.ifnames=0 plymouth.enable=0 biosdevname=0\n"),
             ],
             commands: &[
-                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin bs=1M count=1 conv=fsync",
+                "dd if=/dev/sda of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial bs=1M count=1 conv=fsync",
+                "mv -f /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin",
                 "grub2-install --target=i386-pc /dev/sda",
             ],
             summary_has: &["console=hvc0 removed", "/boot/grub2/grub.cfg kept"],
@@ -559,7 +565,8 @@ fn cases() -> Vec<Case> {
             inputs: inputs("bios", "bios", false, true),
             writes: &[],
             commands: &[
-                "dd if=/dev/nvme0n1 of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin bs=1M count=1 conv=fsync",
+                "dd if=/dev/nvme0n1 of=/opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial bs=1M count=1 conv=fsync",
+                "mv -f /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin.partial /opt/vmware/hcx/osam/data/boot-disk-first-mib.bin",
                 "grub-install --target=i386-pc /dev/nvme0n1",
                 "grub-mkconfig -o /boot/grub/grub.cfg",
             ],
@@ -609,12 +616,12 @@ fn realistic_guests() {
         // Idempotence: a plan over the result has no edits, the same
         // commands (but the first MiB is saved once only).
         let mut after = apply(&case.files, &plan);
-        after.files.insert(FIRST_MIB.into(), vec![0; 16]);
+        after.files.insert(FIRST_MIB.into(), vec![0; 1 << 20]);
         let again = run(&after, &case.info, &case.inputs).unwrap();
         assert_eq!(again.edits, vec![], "{}: second plan edits", case.name);
         let want: Vec<String> = argvs(&plan)
             .into_iter()
-            .filter(|c| !c.starts_with("dd "))
+            .filter(|c| !c.starts_with("dd ") && !c.starts_with("mv -f "))
             .collect();
         assert_eq!(argvs(&again), want, "{}", case.name);
     }
@@ -774,4 +781,24 @@ fn helpers() {
         resolve_relative("/boot/grub2", "../efi/EFI/redhat/grubenv"),
         "/boot/efi/EFI/redhat/grubenv"
     );
+}
+
+/// A power cut while `dd` saved the first MiB leaves the file short or
+/// empty (it is written in place); the rerun saves it again instead of
+/// keeping a broken save for ever. A whole MiB is never saved twice.
+#[test]
+fn a_short_first_mib_save_is_redone() {
+    let case = cases().into_iter().next().unwrap();
+    let saves = |first_mib: Option<usize>| {
+        let mut files = case.files.clone();
+        if let Some(n) = first_mib {
+            files.files.insert(FIRST_MIB.into(), vec![0; n]);
+        }
+        let plan = run(&files, &case.info, &case.inputs).unwrap();
+        argvs(&plan).iter().filter(|c| c.starts_with("dd ")).count()
+    };
+    assert_eq!(saves(None), 1);
+    assert_eq!(saves(Some(0)), 1, "an empty save (data lost in the cut)");
+    assert_eq!(saves(Some(300 << 10)), 1, "a short save");
+    assert_eq!(saves(Some(1 << 20)), 0, "a whole MiB");
 }
