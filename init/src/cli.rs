@@ -483,6 +483,9 @@ fn plan(sysroot: &Path, fixup_dir: &Path) -> i32 {
                         old.as_deref().unwrap_or("(none)")
                     );
                 }
+                Edit::Preserve { path } => {
+                    println!("save {path} (a command below regenerates it)");
+                }
             }
             for (p, c) in updates.drain(..) {
                 current.insert(p, c);

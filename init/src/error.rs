@@ -80,6 +80,10 @@ pub mod codes {
     /// name the stack sees: the setting is commented out, so that the root
     /// is named by UUID (a warning).
     pub const BOOTLOADER_LINUX_UUID_ENABLED: &str = "bootloader.linux_uuid_enabled";
+    /// The original of a file a command regenerates (an initramfs image,
+    /// `grub.cfg`) was not saved: the guest's file system had too little
+    /// room to spare (a warning; undo cannot restore that file).
+    pub const BACKUP_SKIPPED: &str = "backup.skipped";
     /// The stack has no stage-2 agent for this guest (a warning): the
     /// guest is not switched to single-user mode.
     pub const STAGE2_AGENT_MISSING: &str = "stage2.agent_missing";

@@ -371,6 +371,8 @@ pub fn apply(files: &MemFiles, plan: &Plan) -> MemFiles {
             Edit::Remove { path } => (vec![path], None),
             Edit::Rename { from, .. } => (vec![from], None),
             Edit::Symlink { path, .. } => (vec![path], None),
+            // Saved (once) like an edit; the bytes stay until a command runs.
+            Edit::Preserve { path } => (vec![path], None),
         };
         for p in touched {
             let Some(orig) = out.files.get(p).cloned() else {
@@ -408,6 +410,7 @@ pub fn apply(files: &MemFiles, plan: &Plan) -> MemFiles {
                 out.files.remove(path);
                 out.links.insert(path.clone(), target.clone());
             }
+            Edit::Preserve { .. } => {}
         }
     }
     if !manifest.changes.is_empty() {
@@ -497,9 +500,16 @@ fn plan_twice(
         Ok(p) => p,
         Err(e) => panic!("{what}: the second run fails where the first did not: {e}"),
     };
-    if !second.edits.is_empty() {
+    // A save of a file a command regenerates comes on every run; the
+    // writer keeps the first original and changes nothing.
+    let again: Vec<&Edit> = second
+        .edits
+        .iter()
+        .filter(|e| !matches!(e, Edit::Preserve { .. }))
+        .collect();
+    if !again.is_empty() {
         let mut msg = format!("{what}: a second run changes the guest again:\n");
-        for e in &second.edits {
+        for e in again {
             match e {
                 Edit::Write { path, contents, .. } => {
                     let old = text(&after, path).unwrap_or_default();

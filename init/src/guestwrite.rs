@@ -177,6 +177,26 @@ pub struct GuestWriter<'a> {
     pub step: String,
 }
 
+/// Whether a copy of a `size`-byte file a command is about to regenerate
+/// fits on a file system with `free` bytes: the copy, the new file and its
+/// temporary must all fit (three times the size).
+pub fn room_for_backup(size: u64, free: u64) -> bool {
+    free >= size.saturating_mul(3)
+}
+
+/// What [`GuestWriter::preserve`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preserved {
+    /// The original is saved and recorded.
+    Saved(Written),
+    /// Not saved: the file system would be left with too little room for
+    /// the command that regenerates the file (recorded without a backup).
+    NoRoom { size: u64, free: u64 },
+    /// The file does not exist, or an earlier change of it already knows
+    /// its original.
+    Nothing,
+}
+
 /// The outcome of one write, for result.json's `files`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
@@ -494,6 +514,59 @@ impl<'a> GuestWriter<'a> {
     }
 
     /// Removes `path` (saved first). A missing file is not an error.
+    /// Saves the original of a file a command is about to regenerate
+    /// (`grub.cfg`, an initramfs image) and records it as modified, so
+    /// that undo puts it back; the file itself is left as it is. Nothing
+    /// is done for a missing file or one whose original an earlier change
+    /// already saved (the first original is the one kept). The copy is
+    /// skipped when it would leave the file system less free space than
+    /// twice the file's size, the room the regeneration itself needs (a
+    /// full guest is better off with a working new image than with a
+    /// saved old one): it is then recorded without a backup, and undo
+    /// says it cannot restore it.
+    pub fn preserve(&mut self, path: &str) -> Result<Preserved, WriteError> {
+        let real = self.real_path(path)?;
+        if self.manifest.changes.iter().any(|c| c.path == real) {
+            return Ok(Preserved::Nothing);
+        }
+        let Some((state, data)) = self.current(&real)? else {
+            return Ok(Preserved::Nothing);
+        };
+        let dir = self
+            .root
+            .create_dir_all(DATA_DIR, 0o700)
+            .map_err(io_err(DATA_DIR))?;
+        // The field types differ by target (c_ulong is 32 bits on i686).
+        #[allow(clippy::unnecessary_cast)]
+        let free = nix::sys::statvfs::fstatvfs(&dir)
+            .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+            .map_err(nix_err(DATA_DIR))?;
+        let size = state.size;
+        let backup = if room_for_backup(size, free) {
+            self.backup(&real, &state, &data)?
+        } else {
+            None
+        };
+        self.record(Change {
+            run: self.run,
+            step: self.step.clone(),
+            path: real.clone(),
+            action: Action::Modified,
+            backup: backup.clone(),
+            before: Some(state),
+            after: None,
+        })?;
+        Ok(match backup {
+            Some(_) => Preserved::Saved(Written {
+                path: real,
+                backup,
+                action: Action::Modified,
+                changed: true,
+            }),
+            None => Preserved::NoRoom { size, free },
+        })
+    }
+
     pub fn remove(&mut self, path: &str) -> Result<Option<Written>, WriteError> {
         let real = self.real_path(path)?;
         let Some((state, data)) = self.current(&real)? else {
@@ -811,6 +884,53 @@ mod tests {
         )
         .unwrap();
         d
+    }
+
+    #[test]
+    fn a_regenerated_file_is_saved_once_and_undo_restores_it() {
+        let d = tree();
+        fs::create_dir_all(d.path().join("boot")).unwrap();
+        fs::write(d.path().join("boot/initrd.img-6.1"), b"old image").unwrap();
+        let root = GuestRoot::open(d.path()).unwrap();
+        let mut w = GuestWriter::open(&root, run()).unwrap();
+        w.step = "initramfs".into();
+        let Preserved::Saved(saved) = w.preserve("/boot/initrd.img-6.1").unwrap() else {
+            panic!("not saved")
+        };
+        assert_eq!(
+            saved.backup.as_deref(),
+            Some("/opt/vmware/hcx/osam/data/backup/boot/initrd.img-6.1")
+        );
+        assert_eq!(w.preserve("/boot/missing").unwrap(), Preserved::Nothing);
+        // The command regenerates it; a rerun keeps the first original.
+        fs::write(d.path().join("boot/initrd.img-6.1"), b"new image").unwrap();
+        drop(w);
+        let mut w = GuestWriter::open(&root, run()).unwrap();
+        assert_eq!(
+            w.preserve("/boot/initrd.img-6.1").unwrap(),
+            Preserved::Nothing
+        );
+        fs::write(d.path().join("boot/initrd.img-6.1"), b"newer image").unwrap();
+        drop(w);
+        let report = undo(&root).unwrap();
+        assert_eq!(report.restored, ["/boot/initrd.img-6.1"], "{report:?}");
+        assert_eq!(
+            fs::read(d.path().join("boot/initrd.img-6.1")).unwrap(),
+            b"old image"
+        );
+    }
+
+    #[test]
+    fn backups_of_regenerated_files_need_room_for_the_new_one() {
+        for (size, free, fits) in [
+            (0, 0, true),
+            (30 << 20, 90 << 20, true),
+            (30 << 20, (90 << 20) - 1, false),
+            (30 << 20, 0, false),
+            (u64::MAX, u64::MAX - 1, false),
+        ] {
+            assert_eq!(room_for_backup(size, free), fits, "{size} {free}");
+        }
     }
 
     /// A run cut short (power cut) after its edits and before its

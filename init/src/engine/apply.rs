@@ -8,7 +8,7 @@ use crate::engine::fixups::bootloader::nvram;
 use crate::engine::plan::{Edit, OnFailure, Plan, Unless};
 use crate::engine::{StepCtx, StepOutcome};
 use crate::error::{FixupError, codes};
-use crate::guestwrite::{GuestWriter, WriteError, Written};
+use crate::guestwrite::{GuestWriter, Preserved, WriteError, Written};
 use crate::runner::Command;
 
 fn write_error(e: WriteError) -> FixupError {
@@ -79,6 +79,18 @@ pub fn apply(
                 let w = writer.set_symlink(path, target).map_err(write_error)?;
                 record(ctx, w);
             }
+            Edit::Preserve { path } => match writer.preserve(path).map_err(write_error)? {
+                Preserved::Saved(w) => record(ctx, w),
+                Preserved::NoRoom { size, free } => ctx.warn(
+                    codes::BACKUP_SKIPPED,
+                    format!(
+                        "{path}: its original ({size} bytes) is not saved before it is \
+                         regenerated: the guest's file system has {free} bytes free and the \
+                         regeneration needs the room; undo cannot restore it"
+                    ),
+                ),
+                Preserved::Nothing => {}
+            },
         }
     }
     let mut ran = 0usize;

@@ -47,6 +47,8 @@ impl<'a> Overlay<'a> {
                 self.pending
                     .insert(path.clone(), Pending::Link(target.clone()));
             }
+            // The command that regenerates the file is not run here.
+            Edit::Preserve { .. } => {}
         }
     }
 

@@ -183,9 +183,19 @@ pub enum Edit {
     },
     /// Make `path` a symlink to `target` (systemd's default.target).
     Symlink { path: String, target: String },
+    /// Save the original of a file a command of the step regenerates
+    /// (`grub.cfg`, an initramfs image) before the commands run, so that
+    /// undo can put it back; the file itself is left to the command.
+    Preserve { path: String },
 }
 
 impl Edit {
+    pub fn preserve(path: &str) -> Edit {
+        Edit::Preserve {
+            path: path.to_string(),
+        }
+    }
+
     pub fn write(path: &str, contents: impl Into<Vec<u8>>) -> Edit {
         Edit::Write {
             path: path.to_string(),
@@ -197,9 +207,10 @@ impl Edit {
     /// The paths it touches.
     pub fn paths(&self) -> Vec<&str> {
         match self {
-            Edit::Write { path, .. } | Edit::Remove { path } | Edit::Symlink { path, .. } => {
-                vec![path]
-            }
+            Edit::Write { path, .. }
+            | Edit::Remove { path }
+            | Edit::Symlink { path, .. }
+            | Edit::Preserve { path } => vec![path],
             Edit::Rename { from, to, .. } => vec![from, to],
         }
     }

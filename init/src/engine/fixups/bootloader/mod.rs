@@ -455,6 +455,10 @@ fn plan_grub2(ctx: &PlanCtx, opts: &CmdlineOpts) -> Result<Plan, FixupError> {
     }
 
     if photon_cfg.is_none() {
+        // Its original, for undo (the command replaces it).
+        if files.exists(&cfg_out) {
+            plan.edits.push(Edit::preserve(&cfg_out));
+        }
         plan.commands.push(PlannedCommand::new(
             &[format!("{prefix}-mkconfig").as_str(), "-o", &cfg_out],
             format!("regenerate {cfg_out}"),

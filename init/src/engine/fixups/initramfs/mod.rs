@@ -467,6 +467,10 @@ fn plan_rebuilds(
                 vec![bin.clone(), mode.into(), "-k".into(), v.to_string()]
             }
         };
+        // The image's original, for undo (the tool replaces it).
+        if files.exists(image) {
+            plan.edits.push(Edit::preserve(image));
+        }
         plan.commands.push(with_failure_policy(
             PlannedCommand::new(&argv, why),
             is_default,

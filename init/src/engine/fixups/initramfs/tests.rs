@@ -424,9 +424,13 @@ fn unchanged_when_every_module_is_inside() {
         "{}",
         p.summary
     );
-    // The guest had no modules file: it is created with what the image needs.
-    assert_eq!(p.edits.len(), 1);
+    // The guest had no modules file: it is created with what the image
+    // needs; each image rebuilt is saved first (for undo).
+    assert_eq!(p.edits.len(), 3);
     assert_eq!(p.edits[0].paths(), [INITRAMFS_TOOLS_MODULES]);
+    for (e, v) in p.edits[1..].iter().zip([V_NEW, V_OLD]) {
+        assert_eq!(*e, Edit::preserve(&format!("/boot/initrd.img-{v}")));
+    }
 }
 
 #[test]
@@ -455,10 +459,13 @@ fn debian_rebuild_with_initramfs_tools() {
     assert_eq!(p.commands[0].on_failure, OnFailure::Fail);
     assert_eq!(
         p.edits,
-        [Edit::write(
-            INITRAMFS_TOOLS_MODULES,
-            "# List of modules\n# comment\nloop\n# Added by the OSAM fixup stack (VMware target):\nvmw_pvscsi\nsd_mod\next4\n"
-        )]
+        [
+            Edit::write(
+                INITRAMFS_TOOLS_MODULES,
+                "# List of modules\n# comment\nloop\n# Added by the OSAM fixup stack (VMware target):\nvmw_pvscsi\nsd_mod\next4\n"
+            ),
+            Edit::preserve(&format!("/boot/initrd.img-{V_NEW}"))
+        ]
     );
 }
 

@@ -111,6 +111,7 @@ fn apply(files: &MemFiles, plan: &Plan) -> MemFiles {
             Edit::Symlink { path, target } => {
                 out.links.insert(path.clone(), target.clone());
             }
+            Edit::Preserve { .. } => {}
         }
     }
     out
