@@ -1,7 +1,11 @@
 //! Supervision of the long-running helper PID 1 starts: `vmtoolsd`, which
 //! carries the `vmtools` transport. It is restarted with a growing delay
 //! when it dies; one that exits at once on its first start outside VMware
-//! (it does: exit 1 after a few ms) is accepted and left down.
+//! (it does: exit 1 after a few ms) is accepted and left down. On VMware
+//! it is never given up (the manager cannot reach `/tmp/fixup` without
+//! it): after [`Policy::max_restarts`] it is restarted every
+//! [`Policy::max_delay`], with one error in the log; elsewhere it is given
+//! up then.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -46,7 +50,7 @@ pub struct Supervised {
     restarts: u32,
     next_start: Option<Instant>,
     policy: Policy,
-    /// Given up (outside VMware, or too many restarts).
+    /// Given up (outside VMware: at once, or after too many restarts).
     pub stopped: bool,
     on_vmware: bool,
 }
@@ -107,7 +111,7 @@ impl Supervised {
                 let quick = self.started.elapsed() < Duration::from_secs(2);
                 if quick && self.restarts == 0 && !self.on_vmware {
                     logging::info(format!(
-                        "{} exited at once ({exit:?}): not on VMware, left stopped",
+                        "{} exited at once ({exit}): not on VMware, left stopped",
                         self.name
                     ));
                     self.stopped = true;
@@ -115,18 +119,29 @@ impl Supervised {
                 }
                 self.restarts += 1;
                 if self.restarts > self.policy.max_restarts {
-                    logging::error(format!(
-                        "{} died {} times; giving up",
-                        self.name, self.restarts
-                    ));
-                    self.stopped = true;
-                    return;
+                    if !self.on_vmware {
+                        logging::error(format!(
+                            "{} died {} times ({exit}); not on VMware, giving up",
+                            self.name, self.restarts
+                        ));
+                        self.stopped = true;
+                        return;
+                    }
+                    if self.restarts == self.policy.max_restarts + 1 {
+                        logging::error(format!(
+                            "{} died {} times ({exit}); still restarting it every {} s: \
+                             the manager cannot reach the stack while it is down",
+                            self.name,
+                            self.restarts,
+                            self.policy.max_delay.as_secs()
+                        ));
+                    }
                 }
                 let delay = self.policy.delay(self.restarts);
                 logging::warn(format!(
-                    "{} exited ({exit:?}); restarting in {} s",
+                    "{} exited ({exit}); restarting in {} s",
                     self.name,
-                    delay.as_secs()
+                    delay.as_secs_f32()
                 ));
                 self.next_start = Some(Instant::now() + delay);
             }
@@ -140,6 +155,7 @@ impl Supervised {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reaper::Exit;
 
     /// A supervised `argv` with a fast policy.
     fn fake(argv: &[&str], on_vmware: bool, max_restarts: u32) -> Supervised {
@@ -177,18 +193,31 @@ mod tests {
     }
 
     #[test]
-    fn a_crash_looping_vmtoolsd_on_vmware_is_restarted_then_given_up() {
+    fn a_crash_looping_vmtoolsd_on_vmware_is_never_given_up() {
         let mut s = fake(&["/bin/sh", "-c", "exit 3"], true, 3);
+        poll_until(&mut s, |s| s.restarts >= 8);
+        assert!(!s.stopped, "given up on VMware");
+        assert!(s.restarts >= 8, "only {} restarts in 10 s", s.restarts);
+    }
+
+    #[test]
+    fn a_crash_looping_helper_off_vmware_is_given_up() {
+        // Long enough not to count as "exits at once", then a crash loop.
+        let mut s = fake(&["/bin/sh", "-c", "sleep 2.2; exit 3"], false, 1);
         poll_until(&mut s, |s| s.stopped);
         assert!(s.stopped, "still restarting after 10 s");
-        assert_eq!(
-            s.restarts, 4,
-            "three restarts, then the fourth death gives up"
-        );
+        assert_eq!(s.restarts, 2, "one restart, then the second death gives up");
         assert_eq!(s.pid, None);
         // Nothing more happens once given up.
         s.poll();
         assert_eq!(s.pid, None);
+    }
+
+    #[test]
+    fn exits_read_as_words() {
+        assert_eq!(Exit::Code(3).to_string(), "exit code 3");
+        assert_eq!(Exit::Signal(9).to_string(), "killed by SIGKILL");
+        assert_eq!(Exit::Signal(99).to_string(), "killed by signal 99");
     }
 
     #[test]
