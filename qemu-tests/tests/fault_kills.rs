@@ -5,11 +5,13 @@
 //!
 //! - default tier (`make test`): two cuts at known places, through the
 //!   stack's test hook (`osam-test-hold`, docs/protocol.md) or a delay
-//!   after a progress line: before `initramfs` (then the rerun goes on
-//!   through stage 2 and the check boot) and 15 s into the initramfs
-//!   rebuild (stops after the rerun's success);
-//! - `OSAM_QEMU_FULL=1` (`make qemu-test`): a cut before `bootloader`,
-//!   then [`RANDOM_TRIALS`] cuts at times drawn from a seeded PRNG across
+//!   after a progress line: before `initramfs` (then the fixed guest boots
+//!   until its stage-2 agent starts: kernel, initramfs and root work; the
+//!   whole flow of this guest is scenario (a)'s) and 15 s into the
+//!   initramfs rebuild (stops after the rerun's success);
+//! - `OSAM_QEMU_FULL=1` (`make qemu-test`): a cut before `bootloader`
+//!   (the rerun goes on through stage 2 and the check boot), then
+//!   [`RANDOM_TRIALS`] cuts at times drawn from a seeded PRNG across
 //!   the reference's stage-1 window (the seed is printed;
 //!   `OSAM_FAULT_SEED=<n>` replays it), each with a rerun and a boot of
 //!   the guest up to the start of its stage-2 agent (docs/testing.md says
@@ -397,7 +399,7 @@ fn power_cuts_at_step_boundaries() -> Result<()> {
         (
             "hold-initramfs",
             Fault::HoldBefore("initramfs".into()),
-            Then::FullFlow,
+            Then::AgentStart,
         ),
         (
             "in-initramfs",
@@ -479,7 +481,7 @@ fn power_cuts_at_random_times() -> Result<()> {
         &trees,
         "hold-bootloader",
         Fault::HoldBefore("bootloader".into()),
-        Then::AgentStart,
+        Then::FullFlow,
     )? {
         bail!("hold-bootloader: stage 1 ended before the cut");
     }
