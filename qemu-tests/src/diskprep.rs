@@ -1,38 +1,47 @@
 //! Guest disks prepared and inspected on the host for the fault cases
-//! (`tests/fault_cases.rs`): an image (qcow2, or an overlay with its
-//! backing chain) converted to raw, attached to a loop device with its
-//! partitions (`losetup -P`), a partition mounted read-write to change it
-//! (fill it up) or read-only without journal replay (`ro,noload`) to look
-//! at it, and a [`Snapshot`] of the files the fixup would touch to show
-//! that nothing was lost.
+//! (`tests/fault_cases.rs`) and the power-cut tests (`crate::faults`): an
+//! image (qcow2, or an overlay with its backing chain) converted to raw,
+//! a partition of it attached to a loop device of its own, mounted
+//! read-write to change it (fill it up), read-only without journal replay
+//! (`ro,noload`) to look at it, or read-only on a writable device (the
+//! journal replayed, as the guest's kernel would at its next boot), and a
+//! [`Snapshot`] of the files the fixup would touch to show that nothing
+//! was lost.
 //!
 //! Needs root (loop devices, mount). Every attachment and mount is a guard
-//! that undoes itself on drop, also when a test fails.
+//! that undoes itself on drop, also when a test fails; [`release_under`]
+//! cleans what a killed test process left.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-/// Runs a command; its standard output, or an error with its standard
-/// error.
-pub fn run(program: &str, args: &[&OsStr]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
+/// Runs a command with its output captured; its standard output, or an
+/// error naming it, with its standard error.
+pub fn run_command(command: &mut Command) -> Result<String> {
+    let line = format!("{command:?}");
+    let out = command
+        .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("running {program}"))?;
+        .with_context(|| format!("cannot start {line}"))?;
     if !out.status.success() {
         bail!(
-            "{program} {args:?}: {}: {}",
+            "{line} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `program` with `args` ([`run_command`]).
+pub fn run(program: &str, args: &[&OsStr]) -> Result<String> {
+    run_command(Command::new(program).args(args))
 }
 
 /// Whether this process runs as root (loop devices and mounts need it).
@@ -60,14 +69,15 @@ pub fn to_raw(image: &Path, raw: &Path) -> Result<()> {
 
 /// Partition `n` of a raw image on a loop device of its own (`losetup
 /// -o … --sizelimit …` from `sfdisk -J`: no partition nodes needed, which
-/// this machine's missing udev would have to make); detached on drop.
+/// `losetup -P` would need udev or devtmpfs to make, and a container may
+/// lack); detached on drop.
 #[derive(Debug)]
 pub struct Loop {
     device: String,
 }
 
-/// Partition `n`'s start and size in bytes, from the image's partition
-/// table (`sfdisk -J`).
+/// Partition `n`'s (1-based) start and size in bytes, from the image's
+/// partition table (`sfdisk -J`: MBR or GPT).
 pub fn partition_extent(raw: &Path, n: u32) -> Result<(u64, u64)> {
     let out = run("sfdisk", &["-J".as_ref(), raw.as_os_str()])?;
     let table: serde_json::Value =
@@ -128,15 +138,55 @@ impl Loop {
     }
 }
 
+/// Runs `program args` until it succeeds, 10 tries 300 ms apart (a device
+/// or mount still busy for a moment); whether it did.
+fn retry(program: &str, args: &[&OsStr]) -> bool {
+    for _ in 0..10 {
+        if run(program, args).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    false
+}
+
 impl Drop for Loop {
     fn drop(&mut self) {
-        for _ in 0..10 {
-            if run("losetup", &["-d".as_ref(), self.device.as_ref()]).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(300));
+        if !retry("losetup", &["-d".as_ref(), self.device.as_ref()]) {
+            eprintln!("warning: could not detach {}", self.device);
         }
-        eprintln!("warning: could not detach {}", self.device);
+    }
+}
+
+/// How [`Mounted`] mounts a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountMode {
+    /// Read-write (`rw`) on a writable loop device: to change the file
+    /// system.
+    ReadWrite,
+    /// Read-only without journal replay (`ro,noload`) on a read-only loop
+    /// device: a dirty journal stays dirty, nothing is written.
+    ReadOnlyNoLoad,
+    /// Read-only (`ro`) on a writable loop device: ext4 replays its
+    /// journal (writing to the image, so use a scratch copy), which is what
+    /// the guest's kernel does at its next boot; the tree then holds the
+    /// last committed transactions.
+    ReadOnlyReplayed,
+}
+
+impl MountMode {
+    /// Whether the loop device under the mount is writable.
+    fn writable_device(self) -> bool {
+        !matches!(self, MountMode::ReadOnlyNoLoad)
+    }
+
+    /// The `mount -o` options.
+    fn options(self) -> &'static str {
+        match self {
+            MountMode::ReadWrite => "rw",
+            MountMode::ReadOnlyNoLoad => "ro,noload",
+            MountMode::ReadOnlyReplayed => "ro",
+        }
     }
 }
 
@@ -154,14 +204,27 @@ impl Mounted {
     /// Partition `part` of `raw`: read-write with `writable`, else
     /// read-only on a read-only loop device without journal replay
     /// (`ro,noload`: a dirty journal stays dirty, nothing is written).
+    /// The mount point is a new folder in the system's temporary folder.
     pub fn partition(raw: &Path, part: u32, writable: bool) -> Result<Mounted> {
-        let dev = Loop::attach(raw, part, writable)?;
+        let mode = if writable {
+            MountMode::ReadWrite
+        } else {
+            MountMode::ReadOnlyNoLoad
+        };
+        Self::mount(raw, part, mode, &std::env::temp_dir())
+    }
+
+    /// Partition `part` of `raw` mounted as `mode` says at a new folder
+    /// in `under` (where [`release_under`] finds it if the guards never
+    /// ran).
+    pub fn mount(raw: &Path, part: u32, mode: MountMode, under: &Path) -> Result<Mounted> {
+        let dev = Loop::attach(raw, part, mode.writable_device())?;
         let node = dev.device().to_path_buf();
         let dir = tempfile::Builder::new()
             .prefix("osam-mnt-")
-            .tempdir()
-            .context("a mount point")?;
-        let options = if writable { "rw" } else { "ro,noload" };
+            .tempdir_in(under)
+            .with_context(|| format!("a mount point in {}", under.display()))?;
+        let options = mode.options();
         run(
             "mount",
             &[
@@ -196,14 +259,51 @@ impl Drop for Mounted {
         if !self.mounted {
             return;
         }
-        for _ in 0..10 {
-            if run("umount", &[self.dir.path().as_os_str()]).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(300));
+        if !retry("umount", &[self.dir.path().as_os_str()]) {
+            // Busy (a reader still open): detach it lazily rather than
+            // leave the loop device held for ever.
+            let _ = run("umount", &["-l".as_ref(), self.dir.path().as_os_str()]);
         }
-        let _ = run("umount", &["-l".as_ref(), self.dir.path().as_os_str()]);
     }
+}
+
+/// Unmounts whatever is mounted under `dir` and detaches the loop devices
+/// whose backing file is under it: what a killed test process (no drop
+/// guards ran) left behind. Best effort; returns what it released.
+pub fn release_under(dir: &Path) -> Vec<String> {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    let mut released = Vec::new();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| Path::new(p).starts_with(&dir))
+        .collect();
+    // Deepest first.
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        if run("umount", &[p.as_ref()]).is_ok() {
+            released.push(format!("unmounted {p}"));
+        }
+    }
+    let loops = run(
+        "losetup",
+        &["-l", "-n", "-O", "NAME,BACK-FILE"].map(OsStr::new),
+    )
+    .unwrap_or_default();
+    for line in loops.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(dev), Some(back)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if Path::new(back).starts_with(&dir) && run("losetup", &["-d", dev].map(OsStr::new)).is_ok()
+        {
+            released.push(format!("detached {dev} ({back})"));
+        }
+    }
+    released
 }
 
 /// Free blocks (including the blocks reserved for root) and the block

@@ -30,128 +30,23 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
+use osam_init::decompress::{self, Compression};
+use osam_init::engine::fixups::initramfs::cpio;
 use sha2::{Digest, Sha256};
+
+use crate::diskprep::{self, MountMode, Mounted};
 
 /// The stack's data folder in the guest.
 pub const DATA_DIR: &str = "opt/vmware/hcx/osam/data";
 
-/// Runs a tool; its standard output, or an error naming it.
-fn tool(command: &mut Command) -> Result<String, String> {
-    let line = format!("{command:?}");
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot start {line}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{line} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A loop device, detached on drop.
-struct LoopDevice(String);
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup")
-            .args(["-d", &self.0])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// A mount point with something mounted on it, unmounted on drop.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Busy (a reader still open): detach it lazily rather than
-            // leave the loop device held for ever.
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
-/// Unmounts whatever is mounted under `dir` and detaches the loop devices
-/// whose backing file is under it: what a killed test process (no drop
-/// guards ran) left behind. Best effort; returns what it released.
-pub fn release_under(dir: &Path) -> Vec<String> {
-    let Ok(dir) = fs::canonicalize(dir) else {
-        return Vec::new();
-    };
-    let mut released = Vec::new();
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let mut points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|p| Path::new(p).starts_with(&dir))
-        .collect();
-    // Deepest first.
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        if tool(Command::new("umount").arg(p)).is_ok() {
-            released.push(format!("unmounted {p}"));
-        }
-    }
-    let loops = tool(Command::new("losetup").args(["-l", "-n", "-O", "NAME,BACK-FILE"]))
-        .unwrap_or_default();
-    for line in loops.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(dev), Some(back)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        if Path::new(back).starts_with(&dir)
-            && tool(Command::new("losetup").args(["-d", dev])).is_ok()
-        {
-            released.push(format!("detached {dev} ({back})"));
-        }
-    }
-    released
-}
-
-/// The byte offset and size of partition `n` (1-based) of a raw disk
-/// (`sfdisk --json`: MBR or GPT).
-pub fn partition_extent(raw: &Path, n: u32) -> Result<(u64, u64), String> {
-    let out = tool(Command::new("sfdisk").arg("--json").arg(raw))?;
-    let table: serde_json::Value = serde_json::from_str(&out)
-        .map_err(|e| format!("sfdisk --json {}: unreadable answer: {e}", raw.display()))?;
-    let table = &table["partitiontable"];
-    let sector = table["sectorsize"].as_u64().unwrap_or(512);
-    let parts = table["partitions"].as_array().cloned().unwrap_or_default();
-    let index = usize::try_from(n.saturating_sub(1)).unwrap_or(usize::MAX);
-    let part = parts.get(index).ok_or_else(|| {
-        format!(
-            "{} has no partition {n} ({} found)",
-            raw.display(),
-            parts.len()
-        )
-    })?;
-    match (part["start"].as_u64(), part["size"].as_u64()) {
-        (Some(start), Some(size)) => Ok((start * sector, size * sector)),
-        _ => Err(format!(
-            "sfdisk gave no start or size for partition {n}: {part}"
-        )),
-    }
-}
+pub use crate::diskprep::release_under;
 
 /// One partition of a guest disk image, mounted read-only after its
 /// journal was replayed on a scratch copy. Dropping it unmounts, detaches
 /// the loop device and removes the copy (fields drop in this order).
 pub struct MountedImage {
     mounted: Mounted,
-    _loop: LoopDevice,
     _scratch: tempfile::TempDir,
 }
 
@@ -167,49 +62,24 @@ impl MountedImage {
             .tempdir_in(scratch)
             .map_err(|e| format!("creating a scratch folder in {}: {e}", scratch.display()))?;
         let raw = dir.path().join("disk.raw");
-        tool(
-            Command::new("qemu-img")
-                .args(["convert", "-O", "raw"])
-                .arg(image)
-                .arg(&raw),
-        )?;
-        // The partition on a loop device of its own (offset and size from
-        // the partition table): `losetup -P` needs udev or devtmpfs to make
-        // the partition nodes, which a container may lack.
-        let (offset, size) = partition_extent(&raw, partition)?;
-        let dev = tool(
-            Command::new("losetup")
-                .args(["-f", "--show", "-o", &offset.to_string()])
-                .args(["--sizelimit", &size.to_string()])
-                .arg(&raw),
-        )?
-        .trim()
-        .to_owned();
-        if dev.is_empty() {
-            return Err(format!("losetup gave no device for {}", raw.display()));
-        }
-        let loop_dev = LoopDevice(dev.clone());
-        let part = dev;
-        let point = dir.path().join("root");
-        fs::create_dir(&point).map_err(|e| format!("creating {}: {e}", point.display()))?;
-        // Read-only, journal replayed (the device is writable).
-        tool(
-            Command::new("mount")
-                .args(["-o", "ro"])
-                .arg(&part)
-                .arg(&point),
-        )
-        .map_err(|e| format!("mounting partition {partition} of {}: {e}", image.display()))?;
+        diskprep::to_raw(image, &raw).map_err(|e| format!("{e:#}"))?;
+        // Read-only, journal replayed (the loop device is writable).
+        let mounted = Mounted::mount(&raw, partition, MountMode::ReadOnlyReplayed, dir.path())
+            .map_err(|e| {
+                format!(
+                    "mounting partition {partition} of {}: {e:#}",
+                    image.display()
+                )
+            })?;
         Ok(Self {
-            mounted: Mounted(point),
-            _loop: loop_dev,
+            mounted,
             _scratch: dir,
         })
     }
 
     /// The mounted tree.
     pub fn root(&self) -> &Path {
-        &self.mounted.0
+        self.mounted.root()
     }
 }
 
@@ -539,15 +409,17 @@ pub fn check_killed(pristine: &Tree, reference: &Tree, killed: &Tree) -> Result<
 
 /// Checks that `path` is a complete initramfs: optional uncompressed cpio
 /// archives (early microcode), then one compressed cpio archive (gzip,
-/// zstd, xz, lz4 or none) that decompresses to its end and ends with
+/// zstd, xz, lzma, lz4 or none) that decompresses to its end and ends with
 /// `TRAILER!!!`; some member's name ends with `/<module>` (or is it).
+/// The archives are read and decompressed by the stack's own reader
+/// (`osam_init`), without its output cap.
 pub fn check_initramfs(path: &Path, module: &str) -> Result<(), String> {
     let bytes = fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let mut names = Vec::new();
+    let mut members = Vec::new();
     let mut at = 0usize;
     // Uncompressed archives first.
     while bytes.get(at..at + 6) == Some(b"070701") {
-        at = cpio_names(&bytes, at, &mut names)?;
+        at = cpio::read_archive(&bytes, at, &mut members).map_err(|e| e.to_string())?;
         // Padding between concatenated archives.
         while bytes.get(at) == Some(&0) {
             at += 1;
@@ -557,109 +429,29 @@ pub fn check_initramfs(path: &Path, module: &str) -> Result<(), String> {
     if rest.is_empty() {
         return Err("no main archive after the early cpio".into());
     }
-    let data = decompress(rest)?;
-    let end = cpio_names(&data, 0, &mut names)?;
+    let format = decompress::detect(rest);
+    if format == Compression::None {
+        return Err(format!(
+            "unknown compression (first bytes {:02x?})",
+            &rest[..rest.len().min(6)]
+        ));
+    }
+    let data = decompress::decompress(rest, usize::MAX).map_err(|e| format!("{format}: {e}"))?;
+    let end = cpio::read_archive(&data, 0, &mut members).map_err(|e| e.to_string())?;
     if end == 0 {
         return Err("the main archive is empty".into());
     }
     let suffix = format!("/{module}");
-    if !names.iter().any(|n| n == module || n.ends_with(&suffix)) {
+    if !members
+        .iter()
+        .any(|m| m.name == module || m.name.ends_with(&suffix))
+    {
         return Err(format!(
             "complete ({} members) but without {module}",
-            names.len()
+            members.len()
         ));
     }
     Ok(())
-}
-
-fn decompress(data: &[u8]) -> Result<Vec<u8>, String> {
-    let magic = |m: &[u8]| data.starts_with(m);
-    if magic(b"070701") {
-        return Ok(data.to_vec());
-    }
-    if magic(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(data)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("gzip: {e}"))?;
-        return Ok(out);
-    }
-    let tool = if magic(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        ["zstd", "-dc"]
-    } else if magic(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        ["xz", "-dc"]
-    } else if magic(&[0x02, 0x21, 0x4c, 0x18]) || magic(&[0x04, 0x22, 0x4d, 0x18]) {
-        ["lz4", "-dc"]
-    } else {
-        return Err(format!(
-            "unknown compression (first bytes {:02x?})",
-            &data[..data.len().min(6)]
-        ));
-    };
-    let mut child = Command::new(tool[0])
-        .arg(tool[1])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", tool[0]))?;
-    let mut stdin = child.stdin.take();
-    let input = data.to_vec();
-    let writer = std::thread::spawn(move || {
-        if let Some(s) = stdin.as_mut() {
-            use std::io::Write;
-            let _ = s.write_all(&input);
-        }
-    });
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{}: {e}", tool[0]))?;
-    let _ = writer.join();
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed ({}): {}",
-            tool[0],
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(out.stdout)
-}
-
-/// Reads one newc cpio archive from `at`, pushing member names; returns
-/// the offset after its `TRAILER!!!` (4-byte aligned). A truncated or
-/// garbled archive is an error.
-fn cpio_names(data: &[u8], mut at: usize, names: &mut Vec<String>) -> Result<usize, String> {
-    let field = |at: usize, i: usize| -> Result<usize, String> {
-        let s = data
-            .get(at + 6 + i * 8..at + 6 + (i + 1) * 8)
-            .ok_or_else(|| format!("truncated cpio header at {at}"))?;
-        let s = std::str::from_utf8(s).map_err(|_| format!("garbled cpio header at {at}"))?;
-        usize::from_str_radix(s, 16).map_err(|_| format!("garbled cpio header at {at}"))
-    };
-    let align = |n: usize| (n + 3) & !3;
-    loop {
-        if data.get(at..at + 6) != Some(b"070701") {
-            return Err(format!("no cpio header at offset {at} (truncated?)"));
-        }
-        let filesize = field(at, 6)?;
-        let namesize = field(at, 11)?;
-        let name_start = at + 110;
-        let name = data
-            .get(name_start..name_start + namesize.saturating_sub(1))
-            .ok_or_else(|| format!("truncated cpio name at {at}"))?;
-        let name = String::from_utf8_lossy(name).into_owned();
-        let data_start = align(name_start + namesize);
-        let next = align(data_start + filesize);
-        if data_start + filesize > data.len() {
-            return Err(format!("truncated cpio member {name}"));
-        }
-        if name == "TRAILER!!!" {
-            return Ok(next.min(data.len()));
-        }
-        names.push(name);
-        at = next;
-    }
 }
 
 #[cfg(test)]

@@ -83,14 +83,25 @@ pub fn with_vm<T>(
     config: &VmConfig,
     phase: impl FnOnce(&mut Vm) -> Result<T>,
 ) -> Result<T> {
+    with_vm_tail(name, config, TAIL, phase)
+}
+
+/// [`with_vm`], showing the last `tail` lines of the serial log on
+/// failure.
+pub fn with_vm_tail<T>(
+    name: &str,
+    config: &VmConfig,
+    tail: usize,
+    phase: impl FnOnce(&mut Vm) -> Result<T>,
+) -> Result<T> {
     let mut vm = Vm::start(config).with_context(|| format!("{name}: starting QEMU"))?;
     let outcome = phase(&mut vm);
     if outcome.is_err() {
         eprintln!(
-            "===== {name}: last {TAIL} lines of the serial log ({}) =====\n{}\n\
+            "===== {name}: last {tail} lines of the serial log ({}) =====\n{}\n\
              ===== QEMU's output =====\n{}\n===== end =====",
             vm.serial_log_path().display(),
-            vm.serial_tail(TAIL),
+            vm.serial_tail(tail),
             vm.qemu_output().trim()
         );
     }

@@ -994,34 +994,31 @@ impl Vm {
     /// Waits up to `timeout` for QEMU to exit by itself (the guest powered
     /// off: QEMU runs with `-no-reboot`).
     pub fn wait_exit(&mut self, timeout: Duration, what: &str) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exit_status() {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: what.to_owned(),
-                    timeout,
-                    log: self.serial_log.clone(),
-                    tail: self.serial_tail(LOG_TAIL_LINES),
-                });
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
+        self.wait_exit_watching(timeout, what, false)
     }
 
     /// [`Vm::wait_exit`], but fails early with [`Error::DeadEnd`] when
     /// [`dead_end`] finds the guest stuck in its serial log (checked
     /// every few seconds), instead of waiting out the whole `timeout`.
     pub fn wait_exit_or_dead_end(&mut self, timeout: Duration, what: &str) -> Result<ExitStatus> {
+        self.wait_exit_watching(timeout, what, true)
+    }
+
+    /// The loop of [`Vm::wait_exit`] and, with `watch_dead_end`,
+    /// [`Vm::wait_exit_or_dead_end`].
+    fn wait_exit_watching(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        watch_dead_end: bool,
+    ) -> Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
         let mut next_look = Instant::now();
         loop {
             if let Some(status) = self.exit_status() {
                 return Ok(status);
             }
-            if Instant::now() >= next_look {
+            if watch_dead_end && Instant::now() >= next_look {
                 next_look = Instant::now() + DEAD_END_LOOK;
                 if let Some(line) = dead_end(&self.serial_log()) {
                     return Err(Error::DeadEnd {

@@ -126,6 +126,27 @@ impl Case {
         eprintln!("{line}");
         std::fs::write(self.logs.join("passed.txt"), line + "\n").ok();
     }
+
+    /// Stage 1 of `bp` from `stack` in `before`'s work folder: it must
+    /// fail with `code` (a message holding every one of `needles`, see
+    /// [`expect_error`]) and leave the touched files of the first `disks`
+    /// disks as `before` has them. Returns the report and the error.
+    fn fails_untouched(
+        &self,
+        bp: &Blueprint,
+        stack: &Path,
+        before: &Before,
+        disks: usize,
+        code: &str,
+        needles: &[&str],
+    ) -> Result<(RunReport, Value)> {
+        let report = self.stage1(bp, stack, before.work());
+        let error = expect_error(&report, code, needles)?;
+        for disk in 0..disks {
+            before.assert_untouched(disk)?;
+        }
+        Ok((report, error))
+    }
 }
 
 fn guest_a() -> Result<GuestImage> {
@@ -165,22 +186,48 @@ fn snapshot_of(image: &Path, part: u32, work: &Path, name: &str) -> Result<Snaps
     Ok(snapshot)
 }
 
-/// Asserts that nothing of the guest changed: the run's overlay of disk
-/// `disk` against `before`.
-fn assert_untouched(before: &Snapshot, work: &Path, disk: usize, part: u32) -> Result<()> {
-    let overlay = work.join(format!("disk{disk}.qcow2"));
-    let after = snapshot_of(&overlay, part, work, &format!("after{disk}"))?;
-    let changed = after.changed_since(before);
-    ensure!(
-        changed.is_empty(),
-        "the failed run changed guest files:\n  {}",
-        changed.join("\n  ")
-    );
-    ensure!(
-        before.0.values().any(|s| *s != diskprep::FileState::Absent),
-        "the snapshot found none of the touched files: {before:?}"
-    );
-    Ok(())
+/// The touched files of a guest before its run (root partition `part`),
+/// and the run's work folder (its overlays `disk<i>.qcow2`).
+struct Before {
+    work: tempfile::TempDir,
+    part: u32,
+    snapshot: Snapshot,
+}
+
+impl Before {
+    /// A new work folder and the touched files of `image`'s boot disk.
+    fn of(image: &GuestImage, part: u32) -> Result<Before> {
+        let work = work_dir()?;
+        let snapshot = snapshot_of(image.boot_disk(), part, work.path(), "before")?;
+        Ok(Before {
+            work,
+            part,
+            snapshot,
+        })
+    }
+
+    fn work(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// Asserts that nothing of the guest changed: the run's overlay of
+    /// disk `disk` against the snapshot.
+    fn assert_untouched(&self, disk: usize) -> Result<()> {
+        let before = &self.snapshot;
+        let overlay = self.work().join(format!("disk{disk}.qcow2"));
+        let after = snapshot_of(&overlay, self.part, self.work(), &format!("after{disk}"))?;
+        let changed = after.changed_since(before);
+        ensure!(
+            changed.is_empty(),
+            "the failed run changed guest files:\n  {}",
+            changed.join("\n  ")
+        );
+        ensure!(
+            before.0.values().any(|s| *s != diskprep::FileState::Absent),
+            "the snapshot found none of the touched files: {before:?}"
+        );
+        Ok(())
+    }
 }
 
 /// result.json's status and its first error, checked: `code` with a
@@ -245,21 +292,20 @@ fn arch_mismatch_64bit_guest_on_the_i686_stack() -> Result<()> {
     let image = guest_a()?;
     let bp = blueprint_for_guest(&image, "fault-arch-mismatch");
     let stack = stack_image(Arch::I686).context("the i686 stack image")?;
-    let work = work_dir()?;
-    let part = root_partition(&bp);
-    let before = snapshot_of(image.boot_disk(), part, work.path(), "before")?;
-    let report = case.stage1(&bp, &stack.vmdk, work.path());
+    let before = Before::of(&image, root_partition(&bp))?;
+    let (report, error) = case.fails_untouched(
+        &bp,
+        &stack.vmdk,
+        &before,
+        1,
+        "guest.arch_mismatch",
+        &["64-bit", "x86_64 fixup stack"],
+    )?;
     ensure!(
         report.ready.as_ref().is_some_and(|r| r["arch"] == "i686"),
         "READY: {:?}",
         report.ready
     );
-    let error = expect_error(
-        &report,
-        "guest.arch_mismatch",
-        &["64-bit", "x86_64 fixup stack"],
-    )?;
-    assert_untouched(&before, work.path(), 0, part)?;
     case.passed(&format!("{}", error["message"]));
     Ok(())
 }
@@ -288,12 +334,12 @@ fn missing_replica_disk() -> Result<()> {
         ..DiskSpec::default()
     });
     let stack = stack_image(Arch::X86_64).context("the x86_64 stack image")?;
-    let work = work_dir()?;
-    let part = root_partition(&bp);
-    let before = snapshot_of(image.boot_disk(), part, work.path(), "before")?;
-    let report = case.stage1(&bp, &stack.vmdk, work.path());
-    let error = expect_error(
-        &report,
+    let before = Before::of(&image, root_partition(&bp))?;
+    let (_, error) = case.fails_untouched(
+        &bp,
+        &stack.vmdk,
+        &before,
+        1,
         "disk.not_found",
         &["scsi0:1", "/dev/sdb", "$.disks[1]", "30 s"],
     )?;
@@ -302,7 +348,6 @@ fn missing_replica_disk() -> Result<()> {
         detail.contains("sda at"),
         "the detail does not list the disk the stack sees: {error:#}"
     );
-    assert_untouched(&before, work.path(), 0, part)?;
     case.passed(&format!("{} ({detail})", error["message"]));
     Ok(())
 }
@@ -332,17 +377,15 @@ fn two_os_roots() -> Result<()> {
         }
     }
     let stack = stack_image(Arch::X86_64).context("the x86_64 stack image")?;
-    let work = work_dir()?;
-    let part = root_partition(&blueprint_for_guest(&image, "x"));
-    let before = snapshot_of(image.boot_disk(), part, work.path(), "before")?;
-    let report = case.stage1(&bp, &stack.vmdk, work.path());
-    let error = expect_error(
-        &report,
+    let before = Before::of(&image, root_partition(&blueprint_for_guest(&image, "x")))?;
+    let (_, error) = case.fails_untouched(
+        &bp,
+        &stack.vmdk,
+        &before,
+        2,
         "guest.multiple_roots",
         &["/dev/sda1", "/dev/sdb1", "mountPoint"],
     )?;
-    assert_untouched(&before, work.path(), 0, part)?;
-    assert_untouched(&before, work.path(), 1, part)?;
     case.passed(&format!("{}", error["message"]));
     Ok(())
 }
@@ -370,6 +413,25 @@ fn stack_with_options(arch: Arch, work: &Path, options: &str) -> Result<PathBuf>
     Ok(copy)
 }
 
+/// A qcow2 overlay at `overlay` on `backing` (an image in `format`).
+fn create_overlay(backing: &Path, format: &str, overlay: &Path) -> Result<()> {
+    diskprep::run(
+        "qemu-img",
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            format.as_ref(),
+            "-b".as_ref(),
+            backing.as_os_str(),
+            overlay.as_os_str(),
+        ],
+    )
+    .map(drop)
+}
+
 /// Boots the stack (stage 1's VM of `bp`, as the emulator makes it) with
 /// QEMU options `extra`; the replicas on overlays `work/disk<i>.qcow2`.
 /// The caller plays the manager through the returned share.
@@ -390,20 +452,7 @@ fn boot_stack(
         };
         let overlay = work.join(format!("disk{i}.qcow2"));
         let (format, _) = emulator::image_info(path).map_err(anyhow::Error::msg)?;
-        diskprep::run(
-            "qemu-img",
-            &[
-                "create".as_ref(),
-                "-q".as_ref(),
-                "-f".as_ref(),
-                "qcow2".as_ref(),
-                "-F".as_ref(),
-                format.as_ref(),
-                "-b".as_ref(),
-                std::fs::canonicalize(path)?.as_os_str(),
-                overlay.as_os_str(),
-            ],
-        )?;
+        create_overlay(&std::fs::canonicalize(path)?, &format, &overlay)?;
         disks.push(Some(overlay));
     }
     let files = MachineFiles {
@@ -437,6 +486,13 @@ fn with_tail(vm: &Vm, e: impl std::fmt::Display) -> anyhow::Error {
         vm.serial_log_path().display(),
         vm.serial_tail(TAIL)
     )
+}
+
+/// Waits for `needle` on the serial console ([`Vm::wait_for_serial`]),
+/// the log's last lines in the error.
+fn wait_serial(vm: &mut Vm, needle: &str, timeout: Duration) -> Result<()> {
+    vm.wait_for_serial(needle, timeout)
+        .map_err(|e| with_tail(vm, e))
 }
 
 /// Copies the run's files from the share into the logs.
@@ -493,13 +549,22 @@ fn full_file_system() -> Result<()> {
         m.unmount()?;
         s
     };
+    let before = Before {
+        work,
+        part,
+        snapshot: before,
+    };
     bp.disks[0].path = Some(raw.clone());
     let stack = stack_image(Arch::X86_64).context("the x86_64 stack image")?;
-    let report = case.stage1(&bp, &stack.vmdk, work.path());
-    let result = report.result.clone().context("no result.json")?;
-    eprintln!("result.json: {result:#}");
-    let error = expect_error(&report, "guest.io", &["No space left on device", "/"])?;
-    assert_untouched(&before, work.path(), 0, part)?;
+    let (report, error) = case.fails_untouched(
+        &bp,
+        &stack.vmdk,
+        &before,
+        1,
+        "guest.io",
+        &["No space left on device", "/"],
+    )?;
+    eprintln!("result.json: {:#}", report.result.unwrap_or_default());
     case.passed(&format!("{}", error["message"]));
     Ok(())
 }
@@ -514,17 +579,19 @@ fn read_only_replica() -> Result<()> {
     let image = guest_a()?;
     let mut bp = blueprint_for_guest(&image, "fault-read-only");
     bp.disks[0].read_only = true;
-    let part = root_partition(&bp);
-    let work = work_dir()?;
-    let before = snapshot_of(image.boot_disk(), part, work.path(), "before")?;
+    let before = Before::of(&image, root_partition(&bp))?;
     let stack = stack_image(Arch::X86_64).context("the x86_64 stack image")?;
-    let report = case.stage1(&bp, &stack.vmdk, work.path());
-    let result = report.result.clone().context("no result.json")?;
-    eprintln!("result.json: {result:#}");
     // The stack names the partition as it sees it (sda1 or sdb1: the
     // order the disks are found in is not fixed).
-    let error = expect_error(&report, "guest.io", &["/dev/sd", "read-only", "EROFS"])?;
-    assert_untouched(&before, work.path(), 0, part)?;
+    let (report, error) = case.fails_untouched(
+        &bp,
+        &stack.vmdk,
+        &before,
+        1,
+        "guest.io",
+        &["/dev/sd", "read-only", "EROFS"],
+    )?;
+    eprintln!("result.json: {:#}", report.result.unwrap_or_default());
     case.passed(&format!("{}", error["message"]));
     Ok(())
 }
@@ -542,20 +609,7 @@ fn dirty_journal() -> Result<()> {
     let part = root_partition(&bp);
     let work = work_dir()?;
     let source = work.path().join("source.qcow2");
-    diskprep::run(
-        "qemu-img",
-        &[
-            "create".as_ref(),
-            "-q".as_ref(),
-            "-f".as_ref(),
-            "qcow2".as_ref(),
-            "-F".as_ref(),
-            "qcow2".as_ref(),
-            "-b".as_ref(),
-            image.boot_disk().as_os_str(),
-            source.as_os_str(),
-        ],
-    )?;
+    create_overlay(image.boot_disk(), "qcow2", &source)?;
     // The source VM: virtio-scsi, virtio-net, writing to the overlay.
     let recipe = image.recipe();
     let mut nic_args: Vec<String> = Vec::new();
@@ -663,26 +717,24 @@ fn begin_never_comes() -> Result<()> {
     const TIMEOUT_S: u64 = 75;
     let image = guest_a()?;
     let bp = blueprint_for_guest(&image, "fault-begin-never");
-    let part = root_partition(&bp);
-    let work = work_dir()?;
-    let before = snapshot_of(image.boot_disk(), part, work.path(), "before")?;
+    let before = Before::of(&image, root_partition(&bp))?;
     let stack = stack_with_options(
         Arch::X86_64,
-        work.path(),
+        before.work(),
         &format!("osam.begin_timeout={TIMEOUT_S}"),
     )?;
-    let (mut vm, fixup) = boot_stack(&case, &bp, &stack, work.path(), &[])?;
+    let (mut vm, fixup) = boot_stack(&case, &bp, &stack, before.work(), &[])?;
     let outcome = (|| -> Result<Value> {
         let ready = vm
             .wait_for(|| fixup.ready(), Duration::from_secs(400), "READY")
             .map_err(|e| with_tail(&vm, e))?;
         case.say(&format!("READY {ready}; the inputs, no BEGIN"));
         write_inputs(&bp, &fixup)?;
-        vm.wait_for_serial(
+        wait_serial(
+            &mut vm,
             "still waiting for BEGIN in /tmp/fixup (60 s)",
             Duration::from_secs(180),
-        )
-        .map_err(|e| with_tail(&vm, e))?;
+        )?;
         case.say("the console shows the wait");
         ensure!(!fixup.ended(), "END before the timeout");
         vm.wait_for(
@@ -723,7 +775,7 @@ fn begin_never_comes() -> Result<()> {
     if let Some(line) = kernel_trouble(&serial) {
         bail!("the kernel: {line}");
     }
-    assert_untouched(&before, work.path(), 0, part)?;
+    before.assert_untouched(0)?;
     case.passed(&message);
     Ok(())
 }
@@ -758,16 +810,16 @@ fn vmtoolsd_crashing() -> Result<()> {
         ],
     )?;
     let waited = (|| -> Result<()> {
-        vm.wait_for_serial("started vmtoolsd", Duration::from_secs(400))
-            .map_err(|e| with_tail(&vm, e))?;
+        wait_serial(&mut vm, "started vmtoolsd", Duration::from_secs(400))?;
         case.say("vmtoolsd started");
-        vm.wait_for_serial("vmtoolsd exited", Duration::from_secs(120))
-            .map_err(|e| with_tail(&vm, e))?;
-        vm.wait_for_serial("restarting in 2 s", Duration::from_secs(120))
-            .map_err(|e| with_tail(&vm, e))?;
+        wait_serial(&mut vm, "vmtoolsd exited", Duration::from_secs(120))?;
+        wait_serial(&mut vm, "restarting in 2 s", Duration::from_secs(120))?;
         case.say("vmtoolsd died and was restarted");
-        vm.wait_for_serial("begin.timeout", Duration::from_secs(TIMEOUT_S + 180))
-            .map_err(|e| with_tail(&vm, e))?;
+        wait_serial(
+            &mut vm,
+            "begin.timeout",
+            Duration::from_secs(TIMEOUT_S + 180),
+        )?;
         Ok(())
     })();
     std::thread::sleep(Duration::from_secs(3));

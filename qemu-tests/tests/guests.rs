@@ -75,26 +75,13 @@ fn guest(recipe: &Recipe) -> Result<GuestImage> {
 }
 
 /// Starts a VM from `config`, runs `phase`; on failure prints the serial
-/// log's last lines. QEMU is killed when the phase ends.
+/// log's last [`TAIL`] lines. QEMU is killed when the phase ends.
 fn with_vm<T>(
     name: &str,
     config: &VmConfig,
     phase: impl FnOnce(&mut Vm) -> Result<T>,
 ) -> Result<T> {
-    let mut vm = Vm::start(config).with_context(|| format!("{name}: starting QEMU"))?;
-    let outcome = phase(&mut vm);
-    if outcome.is_err() {
-        eprintln!(
-            "===== {name}: last {TAIL} lines of the serial log ({}) =====\n{}\n\
-             ===== QEMU's output =====\n{}\n===== end =====",
-            vm.serial_log_path().display(),
-            vm.serial_tail(TAIL),
-            vm.qemu_output().trim()
-        );
-    }
-    vm.kill();
-    eprintln!("{name}: VM ran {:.1?}", vm.elapsed());
-    outcome.with_context(|| format!("{name} failed"))
+    osam_qemu::scenario::with_vm_tail(name, config, TAIL, phase)
 }
 
 /// What the guest's build says about it.
