@@ -242,6 +242,30 @@ pub enum Rule {
     /// Not compared (files that no reader needs whole and that change
     /// from run to run, e.g. a checksum of the initramfs).
     Ignore,
+    /// GRUB's installed tree (`/boot/grub/i386-pc/`, its locales and
+    /// fonts): `grub-install`, the guest's own tool, rewrites it in place
+    /// (a cut during it was seen to leave `core.img` absent), so any state
+    /// is accepted here; the rerun installs it again, and the boot after
+    /// the rerun, which every trial makes or follows, is the check.
+    InstalledByGrub,
+}
+
+/// GRUB's platform, locale and font folders below `/boot/grub` or
+/// `/boot/grub2`.
+fn installed_by_grub(rel: &str) -> bool {
+    let Some(rest) = rel
+        .strip_prefix("boot/grub/")
+        .or_else(|| rel.strip_prefix("boot/grub2/"))
+    else {
+        return false;
+    };
+    let top = rest.split('/').next().unwrap_or("");
+    rest.contains('/')
+        && (top.ends_with("-pc")
+            || top.ends_with("-efi")
+            || top.ends_with("-ieee1275")
+            || top == "locale"
+            || top == "fonts")
 }
 
 /// The rule for a path (relative to the guest root).
@@ -258,6 +282,9 @@ pub fn rule_for(rel: &str) -> Rule {
     }
     if rel.starts_with("boot/initrd.img-") {
         return Rule::OldOrValidInitramfs;
+    }
+    if installed_by_grub(rel) {
+        return Rule::InstalledByGrub;
     }
     // initramfs-tools' record of each image's SHA-1 (update-initramfs).
     if rel.starts_with("var/lib/initramfs-tools/") {
@@ -351,6 +378,7 @@ pub fn check_killed(pristine: &Tree, reference: &Tree, killed: &Tree) -> Result<
         };
         let outcome: Result<&str, String> = match rule {
             Rule::Ignore => continue,
+            Rule::InstalledByGrub => Ok("grub-install's, any state (the rerun reinstalls it)"),
             Rule::OldOrNew => {
                 let new = version(reference, rel)?;
                 if got == old {
@@ -643,6 +671,22 @@ mod tests {
             Rule::OldOrValidInitramfs
         );
         assert_eq!(rule_for("boot/grub/grub.cfg"), Rule::OldOrNew);
+        for installed in [
+            "boot/grub/i386-pc/core.img",
+            "boot/grub/i386-pc/ext2.mod",
+            "boot/grub2/x86_64-efi/normal.mod",
+            "boot/grub/locale/de.mo",
+            "boot/grub/fonts/unicode.pf2",
+        ] {
+            assert_eq!(rule_for(installed), Rule::InstalledByGrub, "{installed}");
+        }
+        for not in [
+            "boot/grub/grubenv",
+            "boot/grub/i386-pc",
+            "boot/grub/custom.cfg",
+        ] {
+            assert_ne!(rule_for(not), Rule::InstalledByGrub, "{not}");
+        }
         assert_eq!(
             rule_for("opt/vmware/hcx/osam/data/backup/boot/initrd.img-6.1.0-1-amd64"),
             Rule::Backup
