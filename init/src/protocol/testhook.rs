@@ -31,7 +31,14 @@ pub enum Hold {
 
 /// The step id `dir`'s hold file asks to hold before, if any.
 pub fn requested(dir: &Path) -> Option<String> {
-    let text = std::fs::read(dir.join(HOLD_FILE)).ok()?;
+    use std::io::Read;
+    // A step id is short: a huge file is not read whole into PID 1.
+    let mut text = Vec::new();
+    std::fs::File::open(dir.join(HOLD_FILE))
+        .ok()?
+        .take(256)
+        .read_to_end(&mut text)
+        .ok()?;
     let id = String::from_utf8_lossy(&text).trim().to_string();
     (!id.is_empty()).then_some(id)
 }
