@@ -175,6 +175,9 @@ pub struct GuestWriter<'a> {
     run: usize,
     /// The step the next changes belong to.
     pub step: String,
+    /// A command of this run was only listed, not run (`fixupctl run
+    /// --no-commands`): its initramfs step must not count as done.
+    pub commands_listed_only: bool,
 }
 
 /// Whether a copy of a `size`-byte file a command is about to regenerate
@@ -222,6 +225,7 @@ impl<'a> GuestWriter<'a> {
             manifest,
             run,
             step: String::new(),
+            commands_listed_only: false,
         })
     }
 

@@ -1127,6 +1127,14 @@ fn check_guest(g: Guest) {
         root.join(common::OSAM_DATA).join("manifest.json").is_file(),
         String::new(),
     );
+    // Nothing was rebuilt: the next real run must still rebuild.
+    let manifest = std::fs::read_to_string(root.join(common::OSAM_DATA).join("manifest.json"))
+        .unwrap_or_default();
+    check(
+        "a listed-only initramfs step is not recorded as done",
+        !manifest.contains("initramfsDone"),
+        manifest.chars().take(300).collect(),
+    );
 
     // undo
     let out = Command::new(FIXUPCTL)

@@ -106,6 +106,7 @@ pub fn apply(
         ctx.progress(&format!("{}: {}", pc.why, cmd.display()));
         let rec = ctx.run(cmd);
         if !rec.ran && rec.error.is_none() {
+            writer.commands_listed_only = true;
             continue; // listed only (--no-commands)
         }
         ran += 1;

@@ -175,7 +175,8 @@ pub fn run(
             },
         );
         match result {
-            Ok(()) if def.id == "initramfs" => {
+            // A listed-only rebuild (--no-commands) built nothing.
+            Ok(()) if def.id == "initramfs" && !writer.commands_listed_only => {
                 if let Err(e) = writer.initramfs_done() {
                     // Only costs the next run an extra rebuild.
                     reporter.log(&format!(
