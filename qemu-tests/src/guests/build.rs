@@ -1235,23 +1235,13 @@ pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Buil
         mods.dedup();
         let builtin = fs::read_to_string(root.join(format!("lib/modules/{k}/modules.builtin")))
             .unwrap_or_default();
-        for wanted in &recipe.initramfs.modules {
-            let w = wanted.replace('-', "_");
-            let is_builtin = builtin
-                .lines()
-                .any(|l| l.rsplit('/').next() == Some(&format!("{w}.ko")));
-            if !mods.contains(&w) && !is_builtin {
-                return Err(log.error(
-                    "checking the initramfs",
-                    format!("{initrd} lacks the module {wanted} the recipe lists"),
-                ));
-            }
-        }
-        let wanted: &[String] = match &recipe.dracut {
+        let drivers: &[String] = match &recipe.dracut {
             Some(d) => &d.drivers,
             None => &[],
         };
-        for wanted in wanted {
+        let listed = (recipe.initramfs.modules.iter().map(|m| ("module", m)))
+            .chain(drivers.iter().map(|d| ("driver", d)));
+        for (kind, wanted) in listed {
             let w = wanted.replace('-', "_");
             let is_builtin = builtin
                 .lines()
@@ -1259,7 +1249,7 @@ pub(crate) fn build(recipe: &Recipe, work: &Path, log: &BuildLog) -> Result<Buil
             if !mods.contains(&w) && !is_builtin {
                 return Err(log.error(
                     "checking the initramfs",
-                    format!("{initrd} lacks the driver {wanted} the recipe lists"),
+                    format!("{initrd} lacks the {kind} {wanted} the recipe lists"),
                 ));
             }
         }
